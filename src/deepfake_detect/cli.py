@@ -1,0 +1,143 @@
+"""The `deepfake-detect` command: a thin typer layer over the stages' Python API."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from deepfake_detect import __version__
+from deepfake_detect.datasets import ADAPTERS, DatasetError
+from deepfake_detect.faces import DETECTORS
+from deepfake_detect.preprocess import PreprocessError, VideoDataProcessor
+
+app = typer.Typer(
+    help="Tell whether a video of a face is real or a deepfake.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+DatasetFormat = StrEnum("DatasetFormat", {name: name for name in ["auto", *ADAPTERS]})
+Detector = StrEnum("Detector", {name: name for name in DETECTORS})
+
+
+def fail_usage(message: str) -> typer.Exit:
+    """Print one clear line and return the exit for bad usage (code 2)."""
+    console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+def version_callback(show: bool) -> None:
+    if show:
+        print(f"deepfake-detect {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True)
+    ] = False,
+) -> None:
+    """Preprocess video datasets into face crops, train detectors, and judge videos."""
+
+
+@app.command()
+def preprocess(
+    dataset_dirs: Annotated[
+        list[Path], typer.Argument(help="Dataset folders (or a CSV file for --dataset-format csv).")
+    ],
+    output_dir: Annotated[Path, typer.Option(help="Where crops and tables are written.")],
+    dataset_format: Annotated[
+        DatasetFormat, typer.Option(help="Layout of the dataset folders; auto detects it.")
+    ] = DatasetFormat.auto,
+    resume: Annotated[
+        bool, typer.Option(help="Skip videos a previous run finished; --no-resume starts over.")
+    ] = True,
+    use_face_detection: Annotated[
+        bool,
+        typer.Option(
+            "--use-face-detection/--no-face-detection",
+            help="Crop detected faces, or keep whole frames letterboxed.",
+        ),
+    ] = True,
+    face_detector: Annotated[Detector, typer.Option(help="Face detector.")] = Detector.dlib,
+    frame_sampling_rate: Annotated[
+        int | None, typer.Option(min=1, help="Keep every Nth frame (instead of evenly spaced).")
+    ] = None,
+    frames_per_video: Annotated[
+        int | None, typer.Option(min=1, help="N evenly spaced frames per video [default: 32].")
+    ] = None,
+    max_frames: Annotated[
+        int | None, typer.Option(min=1, help="At most this many sampled frames per video.")
+    ] = None,
+    crop_size: Annotated[int, typer.Option(min=16, max=2048, help="Crop side in pixels.")] = 256,
+    margin: Annotated[
+        float, typer.Option(min=0.0, max=2.0, help="Margin on each side, fraction of the box.")
+    ] = 0.3,
+    faces_per_frame: Annotated[
+        int | None, typer.Option(min=1, help="Keep at most N faces per frame, largest first.")
+    ] = None,
+    detect_size: Annotated[
+        int, typer.Option(min=64, help="Longer side of the frame copy the detector sees.")
+    ] = 640,
+    num_workers: Annotated[
+        int | None, typer.Option(min=0, help="Worker processes [default: CPU count].")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N videos.")] = None,
+    val_fraction: Annotated[
+        float, typer.Option(min=0.0, max=0.9, help="Share of groups for validation.")
+    ] = 0.1,
+    test_fraction: Annotated[
+        float, typer.Option(min=0.0, max=0.9, help="Share of groups for test.")
+    ] = 0.1,
+    seed: Annotated[int, typer.Option(help="Seed of the group split.")] = 0,
+    splits: Annotated[
+        Path | None, typer.Option(help="Folder with FF++'s train/val/test.json split files.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar or summary.")] = False,
+) -> None:
+    """Sample frames, detect and crop faces, save .npy crops plus metadata.csv and crops.csv."""
+    try:
+        processor = VideoDataProcessor(
+            dataset_dirs,
+            output_dir,
+            dataset_format=dataset_format.value,
+            resume=resume,
+            use_face_detection=use_face_detection,
+            face_detector=face_detector.value,
+            frame_sampling_rate=frame_sampling_rate,
+            frames_per_video=frames_per_video,
+            max_frames=max_frames,
+            crop_size=crop_size,
+            margin=margin,
+            faces_per_frame=faces_per_frame,
+            detect_size=detect_size,
+            num_workers=num_workers,
+            limit=limit,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+            splits_dir=splits,
+            progress=not quiet,
+            console=console,
+        )
+        metadata = processor.run()
+    except (PreprocessError, DatasetError) as error:
+        raise fail_usage(str(error)) from None
+    ok = int((metadata.status == "ok").sum())
+    console.print(f"{ok}/{len(metadata)} videos ok; tables in {output_dir}", highlight=False)
+
+
+@app.command()
+def demo() -> None:
+    """Run the whole pipeline on built-in data (not built yet: see the README)."""
+    console.print(
+        "The end-to-end demo is not built yet. Stage 1 works today: "
+        "deepfake-detect preprocess DATASET_DIR --output-dir OUT"
+    )

@@ -1,0 +1,205 @@
+"""Face detectors behind one small interface, IoU tracking across frames, and cropping.
+
+Detectors run on a downscaled copy of the frame (`detect_size` pixels on the longer side)
+and their boxes are mapped back to full resolution, where the crop is taken.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Box:
+    """A face box in pixel coordinates of the full frame, with the detector's confidence."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    score: float = 1.0
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.x1 - self.x0) * max(0.0, self.y1 - self.y0)
+
+    def scaled(self, factor: float) -> Box:
+        return Box(
+            self.x0 * factor, self.y0 * factor, self.x1 * factor, self.y1 * factor, self.score
+        )
+
+    def iou(self, other: Box) -> float:
+        ix = max(0.0, min(self.x1, other.x1) - max(self.x0, other.x0))
+        iy = max(0.0, min(self.y1, other.y1) - max(self.y0, other.y0))
+        inter = ix * iy
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+
+class FaceDetector(Protocol):
+    """Finds faces in one RGB uint8 image; boxes are in that image's pixels."""
+
+    name: str
+
+    def detect(self, image: np.ndarray) -> list[Box]: ...
+
+
+class DlibDetector:
+    """dlib's HOG + linear SVM frontal face detector (the detector of FF++ and DeepfakeBench)."""
+
+    name = "dlib"
+
+    def __init__(self, upsample: int = 0) -> None:
+        import dlib
+
+        self._detector = dlib.get_frontal_face_detector()
+        self._upsample = upsample
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        rects, scores, _ = self._detector.run(image, self._upsample, 0.0)
+        return [
+            Box(r.left(), r.top(), r.right(), r.bottom(), float(s))
+            for r, s in zip(rects, scores, strict=True)
+        ]
+
+
+class OpenCVDetector:
+    """OpenCV's Haar cascade: always installed, weaker than dlib; a fallback."""
+
+    name = "opencv"
+
+    def __init__(self) -> None:
+        cascade = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
+        self._cascade = cv2.CascadeClassifier(cascade)
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        grey = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
+        rects, _, weights = self._cascade.detectMultiScale3(
+            grey, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24), outputRejectLevels=True
+        )
+        return [
+            Box(x, y, x + w, y + h, float(s))
+            for (x, y, w, h), s in zip(rects, np.ravel(weights), strict=True)
+        ]
+
+
+MAX_UPSCALE = 2.0
+
+DETECTORS: dict[str, type] = {"dlib": DlibDetector, "opencv": OpenCVDetector}
+
+
+def create_detector(name: str) -> FaceDetector:
+    """Build a detector by name; an unknown name fails with the list of known ones."""
+    if name not in DETECTORS:
+        raise ValueError(f"unknown face detector {name!r}; known: {', '.join(DETECTORS)}")
+    return DETECTORS[name]()
+
+
+def detect_faces(detector: FaceDetector, image: np.ndarray, detect_size: int = 640) -> list[Box]:
+    """Detect on a copy resized to `detect_size` on its longer side; boxes in full-frame pixels.
+
+    Small frames are enlarged (up to MAX_UPSCALE times) because HOG misses faces under ~80 px.
+
+    When nothing is found and the frame is larger, try once more at twice that size: faces
+    that fill little of a 1080p frame (DFDC's full-body shots) are too small at 640 px.
+    Boxes are clipped to the frame and returned largest first.
+    """
+    longest = max(image.shape[:2])
+    boxes = _detect_at(detector, image, detect_size)
+    if not boxes and longest > detect_size:
+        boxes = _detect_at(detector, image, min(2 * detect_size, longest))
+    return sorted(boxes, key=lambda b: b.area, reverse=True)
+
+
+def _detect_at(detector: FaceDetector, image: np.ndarray, detect_size: int) -> list[Box]:
+    height, width = image.shape[:2]
+    scale = min(MAX_UPSCALE, detect_size / max(height, width))
+    resized = image
+    if scale != 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        resized = _resize(image, *size)
+    boxes = [box.scaled(1.0 / scale) for box in detector.detect(resized)]
+    clipped = [
+        replace(b, x0=max(0.0, b.x0), y0=max(0.0, b.y0), x1=min(width, b.x1), y1=min(height, b.y1))
+        for b in boxes
+    ]
+    return [b for b in clipped if b.area > 0]
+
+
+def track_faces(boxes_per_frame: list[list[Box]], min_iou: float = 0.1) -> list[list[int]]:
+    """Give each box a face index that follows the same person from frame to frame.
+
+    Boxes are matched greedily to the last box of each track by IoU; an unmatched box starts
+    a new track. Tracks are then numbered by their mean area, largest first, so face 0 is
+    the most prominent person. Returns, per frame, the face index of each box.
+    """
+    last_box: list[Box] = []
+    raw_ids: list[list[int]] = []
+    for boxes in boxes_per_frame:
+        pairs = sorted(
+            (
+                (box.iou(last_box[t]), b, t)
+                for b, box in enumerate(boxes)
+                for t in range(len(last_box))
+            ),
+            reverse=True,
+        )
+        ids = [-1] * len(boxes)
+        taken: set[int] = set()
+        for overlap, b, t in pairs:
+            if overlap < min_iou:
+                break
+            if ids[b] == -1 and t not in taken:
+                ids[b] = t
+                taken.add(t)
+        for b, box in enumerate(boxes):
+            if ids[b] == -1:
+                ids[b] = len(last_box)
+                last_box.append(box)
+            else:
+                last_box[ids[b]] = box
+        raw_ids.append(ids)
+    areas: dict[int, list[float]] = {}
+    for boxes, ids in zip(boxes_per_frame, raw_ids, strict=True):
+        for box, track in zip(boxes, ids, strict=True):
+            areas.setdefault(track, []).append(box.area)
+    order = sorted(areas, key=lambda t: -float(np.mean(areas[t])))
+    renumber = {track: rank for rank, track in enumerate(order)}
+    return [[renumber[t] for t in ids] for ids in raw_ids]
+
+
+def crop_face(image: np.ndarray, box: Box, margin: float, size: int) -> np.ndarray:
+    """A square crop around the box, `margin` of its size added on each side, black-padded at
+    the frame's borders, resized to `size` x `size`."""
+    side = max(box.x1 - box.x0, box.y1 - box.y0) * (1.0 + 2.0 * margin)
+    cx, cy = (box.x0 + box.x1) / 2.0, (box.y0 + box.y1) / 2.0
+    x0, y0 = round(cx - side / 2.0), round(cy - side / 2.0)
+    side_px = max(1, round(side))
+    height, width = image.shape[:2]
+    patch = np.zeros((side_px, side_px, 3), dtype=np.uint8)
+    sx0, sy0 = max(0, x0), max(0, y0)
+    sx1, sy1 = min(width, x0 + side_px), min(height, y0 + side_px)
+    if sx1 > sx0 and sy1 > sy0:
+        patch[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
+    return _resize(patch, size, size)
+
+
+def letterbox(image: np.ndarray, size: int) -> np.ndarray:
+    """The whole frame scaled to fit `size` x `size`, centred on black (used without detection)."""
+    height, width = image.shape[:2]
+    scale = size / max(height, width)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    canvas = np.zeros((size, size, 3), dtype=np.uint8)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    canvas[top : top + new_h, left : left + new_w] = _resize(image, new_w, new_h)
+    return canvas
+
+
+def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    shrinking = width < image.shape[1]
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=interpolation)

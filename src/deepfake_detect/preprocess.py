@@ -1,0 +1,518 @@
+"""Stage 1: dataset folders in, face crops (.npy), metadata.csv and crops.csv out.
+
+`process_video` is a pure function of one video and the parameters (it writes only that
+video's own .npy); `VideoDataProcessor` is the executor that owns discovery, splits, the
+worker pool, the progress journal that makes a killed run resumable, and the merged tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field, fields
+from functools import cache
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from deepfake_detect import __version__
+from deepfake_detect.datasets import VideoItem, assign_splits, discover
+from deepfake_detect.faces import (
+    DETECTORS,
+    Box,
+    FaceDetector,
+    create_detector,
+    crop_face,
+    detect_faces,
+    letterbox,
+    track_faces,
+)
+from deepfake_detect.video import Frame, VideoError, read_frames
+
+FORMAT_VERSION = 1
+JOURNAL = "progress.jsonl"
+# Statuses that may change by themselves (the file appears, is made readable): retried on resume.
+RETRY_ON_RESUME = frozenset({"missing", "read_error", "worker_crash"})
+MAX_ATTEMPTS = 2
+METADATA_COLUMNS = [
+    "video_id", "path", "dataset", "label", "group", "split", "method", "npy_path",
+    "n_frames_saved", "n_crops", "n_faces", "fps", "width", "height", "duration",
+    "n_frames", "rotation", "status", "error",
+]  # fmt: skip
+CROP_COLUMNS = [
+    "video_id", "crop_index", "frame_index", "timestamp", "face_index",
+    "x0", "y0", "x1", "y1", "score",
+]  # fmt: skip
+
+
+class PreprocessError(ValueError):
+    """A run that cannot start (bad parameters, a resume that would mix settings)."""
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Every parameter that shapes the crops; a resume must use the same values."""
+
+    use_face_detection: bool = True
+    face_detector: str = "dlib"
+    frames_per_video: int | None = 32
+    frame_sampling_rate: int | None = None
+    max_frames: int | None = None
+    crop_size: int = 256
+    margin: float = 0.3
+    faces_per_frame: int | None = None
+    detect_size: int = 640
+
+    def __post_init__(self) -> None:
+        if self.face_detector not in DETECTORS:
+            known = ", ".join(DETECTORS)
+            raise PreprocessError(f"unknown face detector {self.face_detector!r}; known: {known}")
+        for name in ("frames_per_video", "frame_sampling_rate", "max_frames", "faces_per_frame"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise PreprocessError(f"{name} must be at least 1, got {value}")
+        if self.frame_sampling_rate is None and self.frames_per_video is None:
+            raise PreprocessError("set frames_per_video or frame_sampling_rate")
+        if not 16 <= self.crop_size <= 2048:
+            raise PreprocessError(f"crop_size must be between 16 and 2048, got {self.crop_size}")
+        if not 0 <= self.margin <= 2:
+            raise PreprocessError(f"margin must be between 0 and 2, got {self.margin}")
+        if self.detect_size < 64:
+            raise PreprocessError(f"detect_size must be at least 64, got {self.detect_size}")
+
+    @property
+    def sampling(self) -> dict[str, int | None]:
+        """Either every Nth frame or N evenly spaced ones; the other is not used."""
+        if self.frame_sampling_rate:
+            return {"sampling_rate": self.frame_sampling_rate, "max_frames": self.max_frames}
+        return {"frames_per_video": self.frames_per_video, "max_frames": self.max_frames}
+
+
+@dataclass
+class VideoResult:
+    """What processing one video produced: its metadata fields and one record per crop."""
+
+    video_id: str
+    fields: dict[str, Any]
+    crops: list[dict[str, Any]] = field(default_factory=list)
+
+
+@cache
+def _detector(name: str) -> FaceDetector:
+    """One detector per process, built on first use."""
+    return create_detector(name)
+
+
+def _select_faces(frames: list[Frame], config: PreprocessConfig) -> list[list[Box]]:
+    """The boxes to crop in each frame: detected faces (largest first), or the whole frame."""
+    if not config.use_face_detection:
+        return [[Box(0, 0, f.image.shape[1], f.image.shape[0], float("nan"))] for f in frames]
+    detector = _detector(config.face_detector)
+    boxes = [detect_faces(detector, f.image, config.detect_size) for f in frames]
+    return [b[: config.faces_per_frame] for b in boxes]
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """Write to a temporary name then rename, so a kill never leaves a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def process_video(item: VideoItem, config: PreprocessConfig, faces_dir: Path) -> VideoResult:
+    """Decode one video's sampled frames, find and crop its faces, save them as one .npy.
+
+    Never raises for a bad video: the failure becomes the result's status and error.
+    """
+    if item.missing:
+        return _failure(item, "missing", f"{item.path}: listed by the dataset but not on disk")
+    try:
+        info, frames = read_frames(item.path, **config.sampling)
+        boxes = _select_faces(frames, config)
+    except VideoError as error:
+        return _failure(item, error.status, str(error))
+    except Exception as error:  # one broken video must never stop a run of thousands
+        return _failure(item, "error", f"{item.path}: {type(error).__name__}: {error}")
+    video_fields = {
+        "fps": info.fps, "width": info.width, "height": info.height,
+        "duration": info.duration, "n_frames": info.n_frames, "rotation": info.rotation,
+    }  # fmt: skip
+    if not any(boxes):
+        return _failure(item, "no_face", f"{item.path}: no face found in {len(frames)} frames")
+    face_ids = track_faces(boxes)
+    crops, records = [], []
+    for frame, frame_boxes, frame_ids in zip(frames, boxes, face_ids, strict=True):
+        for box, face_index in sorted(zip(frame_boxes, frame_ids, strict=True), key=lambda p: p[1]):
+            if config.use_face_detection:
+                crops.append(crop_face(frame.image, box, config.margin, config.crop_size))
+            else:
+                crops.append(letterbox(frame.image, config.crop_size))
+            records.append({
+                "video_id": item.video_id, "crop_index": len(records),
+                "frame_index": frame.index, "timestamp": round(frame.timestamp, 6),
+                "face_index": face_index, "x0": round(box.x0, 2), "y0": round(box.y0, 2),
+                "x1": round(box.x1, 2), "y1": round(box.y1, 2), "score": round(box.score, 4),
+            })  # fmt: skip
+    npy_name = f"{item.video_id}.npy"
+    _save_npy(faces_dir / npy_name, np.stack(crops))
+    video_fields |= {
+        "npy_path": f"{faces_dir.name}/{npy_name}",
+        "n_frames_saved": sum(1 for b in boxes if b),
+        "n_crops": len(crops),
+        "n_faces": len({i for ids in face_ids for i in ids}),
+        "status": "ok",
+        "error": "",
+    }
+    return VideoResult(item.video_id, video_fields, records)
+
+
+def _failure(item: VideoItem, status: str, message: str) -> VideoResult:
+    return VideoResult(
+        item.video_id, {"status": status, "error": message, "n_frames_saved": 0, "n_crops": 0}
+    )
+
+
+def _versions() -> dict[str, str]:
+    import av
+    import cv2
+    import dlib
+
+    return {
+        "deepfake_detect": __version__,
+        "av": av.__version__,
+        "opencv": cv2.__version__,
+        "dlib": dlib.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _write_csv_atomic(path: Path, table: pd.DataFrame) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+class Journal:
+    """Append-only record of finished videos (one JSON line each), fsynced per line.
+
+    A kill can at worst cut the last line short; reading skips it, so that video is redone.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> dict[str, VideoResult]:
+        results: dict[str, VideoResult] = {}
+        if not self.path.exists():
+            return results
+        with open(self.path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                    result = VideoResult(record["video_id"], record["fields"], record["crops"])
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue
+                results[result.video_id] = result
+        return results
+
+    def append(self, result: VideoResult) -> None:
+        line = json.dumps(asdict(result), allow_nan=True) + "\n"
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+class VideoDataProcessor:
+    """Preprocess one or more dataset folders into face crops, resumably and in parallel.
+
+    Args:
+        dataset_dirs: dataset roots (or a CSV file for the csv format).
+        output_dir: where preprocess.json, faces/, metadata.csv and crops.csv go.
+        dataset_format: auto|folders|ffpp|celebdf|dfdc|csv.
+        resume: skip videos a previous run finished; refuse if its crop parameters differ.
+        use_face_detection: crop detected faces; otherwise keep whole frames, letterboxed.
+        face_detector: a name from `faces.DETECTORS`.
+        frame_sampling_rate: keep every Nth frame (takes the place of frames_per_video).
+        frames_per_video: N evenly spaced frames (default 32).
+        max_frames: keep at most this many sampled frames per video.
+        crop_size: side of the square crops in pixels.
+        margin: added on each side of the face box, as a fraction of its size.
+        faces_per_frame: keep at most this many faces per frame, largest first.
+        num_workers: processes; 0 runs in this process.
+        limit: process only the first N videos (by video id).
+        val_fraction, test_fraction, seed: the group split used where a dataset has none.
+        splits_dir: FaceForensics++ official split JSON files.
+        progress: show a progress bar and a summary table.
+    """
+
+    def __init__(
+        self,
+        dataset_dirs: Sequence[Path | str],
+        output_dir: Path | str,
+        *,
+        dataset_format: str = "auto",
+        resume: bool = True,
+        use_face_detection: bool = True,
+        face_detector: str = "dlib",
+        frame_sampling_rate: int | None = None,
+        frames_per_video: int | None = None,
+        max_frames: int | None = None,
+        crop_size: int = 256,
+        margin: float = 0.3,
+        faces_per_frame: int | None = None,
+        detect_size: int = 640,
+        num_workers: int | None = None,
+        limit: int | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        seed: int = 0,
+        splits_dir: Path | str | None = None,
+        progress: bool = True,
+        console: Console | None = None,
+    ) -> None:
+        if frame_sampling_rate and frames_per_video:
+            raise PreprocessError("give frame_sampling_rate or frames_per_video, not both")
+        self.config = PreprocessConfig(
+            use_face_detection=use_face_detection,
+            face_detector=face_detector,
+            frames_per_video=None if frame_sampling_rate else (frames_per_video or 32),
+            frame_sampling_rate=frame_sampling_rate,
+            max_frames=max_frames,
+            crop_size=crop_size,
+            margin=margin,
+            faces_per_frame=faces_per_frame,
+            detect_size=detect_size,
+        )
+        if not dataset_dirs:
+            raise PreprocessError("give at least one dataset folder")
+        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0 <= value < 1:
+                raise PreprocessError(f"{name} must be in [0, 1), got {value}")
+        if val_fraction + test_fraction >= 1:
+            raise PreprocessError("val_fraction + test_fraction must be below 1")
+        if limit is not None and limit < 1:
+            raise PreprocessError(f"limit must be at least 1, got {limit}")
+        self.dataset_dirs = [Path(d) for d in dataset_dirs]
+        self.output_dir = Path(output_dir)
+        self.dataset_format = dataset_format
+        self.resume = resume
+        self.num_workers = os.cpu_count() or 1 if num_workers is None else max(0, num_workers)
+        self.limit = limit
+        self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
+        self.splits_dir = Path(splits_dir) if splits_dir else None
+        self.progress = progress
+        self.console = console or Console(stderr=True)
+
+    @property
+    def faces_dir(self) -> Path:
+        return self.output_dir / "faces"
+
+    def discover(self) -> list[VideoItem]:
+        """All videos of all dataset folders, with splits assigned; ids must not collide."""
+        items: list[VideoItem] = []
+        for root in self.dataset_dirs:
+            used, found = discover(root, self.dataset_format, self.splits_dir)
+            self._say(f"{root}: {used} layout, {len(found)} videos")
+            items.extend(found)
+        counts = Counter(item.video_id for item in items)
+        clashes = [video_id for video_id, n in counts.items() if n > 1]
+        if clashes:
+            raise PreprocessError(
+                f"video ids collide across dataset folders (same folder name?): {clashes[:3]}"
+            )
+        items.sort(key=lambda item: item.video_id)
+        items = items[: self.limit] if self.limit else items
+        return assign_splits(items, self.val_fraction, self.test_fraction, self.seed)
+
+    def run(self) -> pd.DataFrame:
+        """Process every video not finished yet; write and return metadata.csv as a table."""
+        items = self.discover()
+        self._prepare_output_dir()
+        journal = Journal(self.output_dir / JOURNAL)
+        done = self._finished(journal, items)
+        pending = [item for item in items if item.video_id not in done]
+        if done:
+            self._say(f"resuming: {len(done)} videos already done, {len(pending)} to go")
+        results = dict(done)
+        for result in self._execute(pending, len(items), len(done)):
+            journal.append(result)
+            results[result.video_id] = result
+        metadata = self._write_tables(items, results)
+        if self.progress:
+            self.console.print(summary_table(metadata))
+        return metadata
+
+    def _say(self, message: str) -> None:
+        if self.progress:
+            self.console.print(message)
+
+    def _prepare_output_dir(self) -> None:
+        """Create the folders, start over or check resume compatibility, write preprocess.json."""
+        try:
+            self.faces_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise PreprocessError(
+                f"{self.output_dir}: cannot create output folder ({error})"
+            ) from None
+        if not os.access(self.output_dir, os.W_OK):
+            raise PreprocessError(f"{self.output_dir}: output folder is not writable")
+        settings_path = self.output_dir / "preprocess.json"
+        wanted = asdict(self.config)
+        if settings_path.exists() and self.resume:
+            previous = json.loads(settings_path.read_text(encoding="utf-8")).get("parameters", {})
+            changed = {k: (previous.get(k), v) for k, v in wanted.items() if previous.get(k) != v}
+            if changed:
+                diff = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+                raise PreprocessError(
+                    f"{self.output_dir} was made with other crop parameters ({diff}); "
+                    "use the same parameters, another --output-dir, or --no-resume"
+                )
+        elif not self.resume:
+            self._clear_previous_outputs()
+        settings = {
+            "format_version": FORMAT_VERSION,
+            "parameters": wanted,
+            "datasets": [str(d) for d in self.dataset_dirs],
+            "dataset_format": self.dataset_format,
+            "splits": {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
+                       "seed": self.seed},
+            "versions": _versions(),
+        }  # fmt: skip
+        _write_text_atomic(settings_path, json.dumps(settings, indent=2) + "\n")
+
+    def _clear_previous_outputs(self) -> None:
+        """--no-resume: remove what an earlier run wrote (only files this stage writes)."""
+        for npy in self.faces_dir.glob("*.npy"):
+            npy.unlink()
+        for name in (JOURNAL, "metadata.csv", "crops.csv"):
+            (self.output_dir / name).unlink(missing_ok=True)
+
+    def _finished(self, journal: Journal, items: list[VideoItem]) -> dict[str, VideoResult]:
+        """Results from earlier runs that still hold: the video is still wanted, its status is
+        final, and an ok video's .npy is on disk."""
+        if not self.resume:
+            return {}
+        wanted = {item.video_id for item in items}
+        finished = {}
+        for video_id, result in journal.read().items():
+            status = result.fields.get("status")
+            has_npy = status != "ok" or (self.output_dir / result.fields["npy_path"]).exists()
+            if video_id in wanted and status not in RETRY_ON_RESUME and has_npy:
+                finished[video_id] = result
+        return finished
+
+    def _execute(self, items: list[VideoItem], total: int, done: int) -> Iterator[VideoResult]:
+        """Run `process_video` over the items with a progress bar; yield results as they come."""
+        columns = (
+            TextColumn("[bold]preprocess"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("videos  {task.fields[crops]} crops  {task.fields[rate]}"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        )  # fmt: skip
+        start, crops = time.monotonic(), 0
+        with Progress(*columns, console=self.console, disable=not self.progress) as bar:
+            task = bar.add_task("", total=total, completed=done, crops=0, rate="")
+            for count, result in enumerate(self._results(items), start=1):
+                crops += result.fields.get("n_crops", 0)
+                rate = count / max(time.monotonic() - start, 1e-9)
+                bar.update(task, advance=1, crops=crops, rate=f"{rate:.2f} videos/s")
+                if result.fields["status"] != "ok" and self.progress:
+                    bar.console.print(
+                        f"[yellow]{result.fields['status']}[/]: {result.fields['error']}"
+                    )
+                yield result
+
+    def _results(self, items: list[VideoItem]) -> Iterator[VideoResult]:
+        if self.num_workers == 0:
+            for item in items:
+                yield process_video(item, self.config, self.faces_dir)
+            return
+        yield from self._pool_results(items)
+
+    def _pool_results(self, items: list[VideoItem]) -> Iterator[VideoResult]:
+        """A process pool fed a few items at a time; a worker that dies (a decoder crash) is
+        replaced, and a video that kills workers twice is recorded as worker_crash."""
+        queue = list(reversed(items))
+        attempts: Counter[str] = Counter()
+        context = get_context("spawn")
+        while queue:
+            with ProcessPoolExecutor(self.num_workers, mp_context=context) as pool:
+                running: dict[Future, VideoItem] = {}
+                try:
+                    while queue or running:
+                        while queue and len(running) < 2 * self.num_workers:
+                            item = queue.pop()
+                            running[
+                                pool.submit(process_video, item, self.config, self.faces_dir)
+                            ] = item
+                        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                        for future in finished:
+                            item = running.pop(future)
+                            yield future.result()
+                except BrokenProcessPool:
+                    for item in running.values():
+                        attempts[item.video_id] += 1
+                        if attempts[item.video_id] >= MAX_ATTEMPTS:
+                            message = f"{item.path}: the worker processing it crashed twice"
+                            yield _failure(item, "worker_crash", message)
+                        else:
+                            queue.append(item)
+
+    def _write_tables(
+        self, items: list[VideoItem], results: dict[str, VideoResult]
+    ) -> pd.DataFrame:
+        """metadata.csv (one row per input video) and crops.csv (one row per saved crop)."""
+        rows = []
+        for item in items:
+            row = {f.name: getattr(item, f.name) for f in fields(item) if f.name != "missing"}
+            rows.append(row | {"path": str(item.path)} | results[item.video_id].fields)
+        metadata = pd.DataFrame(rows).reindex(columns=METADATA_COLUMNS)
+        crops = pd.DataFrame(
+            [crop for item in items for crop in results[item.video_id].crops], columns=CROP_COLUMNS
+        )
+        _write_csv_atomic(self.output_dir / "metadata.csv", metadata)
+        _write_csv_atomic(self.output_dir / "crops.csv", crops)
+        return metadata
+
+
+def summary_table(metadata: pd.DataFrame) -> Table:
+    """Per label: videos, videos ok, failures by reason, crops saved."""
+    table = Table(title="preprocess summary")
+    for column in ("label", "videos", "ok", "failed (by reason)", "crops"):
+        table.add_column(column, justify="left" if column.startswith("failed") else "right")
+    for label, group in metadata.groupby("label", sort=True):
+        reasons = group.loc[group.status != "ok", "status"].value_counts()
+        failed = ", ".join(f"{reason}: {n}" for reason, n in reasons.items()) or "-"
+        table.add_row(
+            {0: "real", 1: "fake"}.get(int(label), str(label)),
+            str(len(group)),
+            str(int((group.status == "ok").sum())),
+            failed,
+            str(int(group.n_crops.fillna(0).sum())),
+        )
+    return table

@@ -1,0 +1,107 @@
+"""Small media made on the fly for the tests: face clips, odd containers and broken files."""
+
+from __future__ import annotations
+
+import struct
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from deepfake_detect.synth import Motion, packaged_faces, write_camera_clip
+from deepfake_detect.video import write_video
+
+STILL = Motion(shift=0, zoom=0, roll_degrees=0, light=0, noise=0)
+_FACES: dict[str, np.ndarray] = {}
+
+
+def face_photo(name: str = "grace_hopper") -> np.ndarray:
+    if not _FACES:
+        _FACES.update(packaged_faces())
+    return _FACES[name]
+
+
+def face_clip(path: Path, seed: int = 0, size: int = 192, seconds: float = 1.0, fps: float = 10):
+    """A short clip of Grace Hopper's portrait seen by a gently moving camera."""
+    motion = Motion(shift=0.02, zoom=0.04, roll_degrees=2, light=0.05, noise=1.0)
+    return write_camera_clip(face_photo(), path, (size, size), fps, seconds, seed, motion)
+
+
+def two_face_frame(width: int = 640, height: int = 360) -> np.ndarray:
+    """Grace Hopper on the left (face ~120 px), the astronaut smaller on the right (~90 px)."""
+    canvas = np.full((height, width, 3), 40, np.uint8)
+    hopper = cv2.resize(face_photo("grace_hopper"), (307, height))
+    astronaut = cv2.resize(face_photo("astronaut")[24:224, 123:323], (180, 180))
+    canvas[:, :307] = hopper
+    top = (height - 180) // 2
+    canvas[top : top + 180, 400:580] = astronaut
+    return canvas
+
+
+def still_clip(path: Path, frame: np.ndarray, n_frames: int = 8, fps: float = 10, codec="libx264"):
+    return write_video(path, [frame] * n_frames, fps, codec)
+
+
+def noise_clip(path: Path, size: int = 128, n_frames: int = 8) -> Path:
+    """A clip with no face in it: smooth random blobs."""
+    rng = np.random.default_rng(0)
+    frames = [
+        cv2.GaussianBlur(rng.integers(0, 255, (size, size, 3), dtype=np.uint8), (0, 0), 6)
+        for _ in range(n_frames)
+    ]
+    return write_video(path, frames, 10)
+
+
+def audio_only(path: Path) -> Path:
+    """An .mp4 that holds one second of AAC audio and no video stream."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=44100)
+        samples = np.zeros((1, 1024), np.float32)
+        for i in range(44):
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 44100, i * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def variable_rate_clip(path: Path, times: list[float]) -> Path:
+    """A clip whose frames sit at the given times (seconds): variable frame rate."""
+    photo = cv2.resize(face_photo(), (128, 128))
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width = stream.height = 128
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for t in times:
+            frame = av.VideoFrame.from_ndarray(photo, format="rgb24")
+            frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def set_display_rotation(path: Path, clockwise_degrees: int) -> Path:
+    """Patch an mp4's track header matrix the way phones store portrait video."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"tkhd") + 4
+    version = data[at]
+    matrix_at = at + (4 + 32 + 16 if version == 1 else 4 + 20 + 16)
+    one, minus_one = 0x00010000, 0xFFFF0000
+    rotations = {
+        90: (0, one, minus_one, 0),
+        180: (minus_one, 0, 0, minus_one),
+        270: (0, minus_one, one, 0),
+    }
+    a, b, c, d = rotations[clockwise_degrees]
+    struct.pack_into(">9I", data, matrix_at, a, b, 0, c, d, 0, 0, 0, 0x40000000)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def truncated_copy(source: Path, target: Path, keep: float = 0.5) -> Path:
+    data = source.read_bytes()
+    target.write_bytes(data[: int(len(data) * keep)])
+    return target

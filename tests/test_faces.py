@@ -1,0 +1,96 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from media import STILL, face_photo, two_face_frame
+
+from deepfake_detect.faces import (
+    Box,
+    create_detector,
+    crop_face,
+    detect_faces,
+    letterbox,
+    track_faces,
+)
+from deepfake_detect.synth import write_camera_clip
+from deepfake_detect.video import read_frames
+
+# Where Grace Hopper's face is in matplotlib's 512x600 photo (checked by eye).
+HOPPER_FACE = Box(175, 125, 375, 335)
+
+
+def test_unknown_detector_lists_the_known_ones():
+    with pytest.raises(ValueError, match="known: dlib, opencv"):
+        create_detector("retinaface")
+
+
+@pytest.mark.parametrize("name", ["dlib", "opencv"])
+def test_detector_finds_the_face_in_a_known_clip(tmp_path, name):
+    clip = write_camera_clip(face_photo(), tmp_path / "still.mp4", (300, 300), 10, 0.5, 0, STILL)
+    _, frames = read_frames(clip, frames_per_video=2)
+    # camera_frames scales the photo to cover the frame (x1.15) around its centre
+    scale = max(300 / 512, 300 / 600) * 1.15
+    expected = Box(
+        (HOPPER_FACE.x0 - 256) * scale + 150, (HOPPER_FACE.y0 - 300) * scale + 150,
+        (HOPPER_FACE.x1 - 256) * scale + 150, (HOPPER_FACE.y1 - 300) * scale + 150,
+    )  # fmt: skip
+    boxes = detect_faces(create_detector(name), frames[0].image)
+    assert boxes, f"{name} found no face"
+    assert boxes[0].iou(expected) > 0.5
+
+
+def test_two_faces_come_largest_first():
+    boxes = detect_faces(create_detector("dlib"), two_face_frame())
+    assert len(boxes) == 2
+    assert boxes[0].area > boxes[1].area
+    assert boxes[0].x1 < 320 < boxes[1].x0  # the big face is on the left half
+
+
+def test_no_face_in_noise():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    assert detect_faces(create_detector("dlib"), image) == []
+
+
+def test_small_frames_are_enlarged_for_the_detector():
+    small = face_photo()[::4, ::4].copy()  # 128x150: the face is ~50 px, below HOG's minimum
+    boxes = detect_faces(create_detector("dlib"), small)
+    assert len(boxes) == 1
+    assert boxes[0].iou(HOPPER_FACE.scaled(0.25)) > 0.5
+
+
+def test_crop_is_square_with_margin_and_padded_at_borders():
+    image = np.full((100, 200, 3), 200, np.uint8)
+    crop = crop_face(image, Box(0, 0, 40, 40), margin=0.5, size=64)
+    assert crop.shape == (64, 64, 3)
+    # box 40 px + 20 px each side = 80 px square from (-20,-20): the top-left quarter is padding
+    assert crop[:14, :14].max() == 0 and crop[20:, 20:].min() == 200
+
+
+def test_crop_of_a_wide_box_uses_its_longer_side():
+    image = np.arange(300 * 300 * 3, dtype=np.uint32).reshape(300, 300, 3).astype(np.uint8)
+    crop = crop_face(image, Box(100, 140, 200, 160), margin=0.0, size=100)
+    assert np.array_equal(crop, image[100:200, 100:200])
+
+
+def test_letterbox_keeps_aspect_on_black():
+    frame = np.full((100, 200, 3), 255, np.uint8)
+    out = letterbox(frame, 64)
+    assert out.shape == (64, 64, 3)
+    assert out[:15].max() == 0 and out[-15:].max() == 0 and out[20:44].min() == 255
+
+
+def test_tracking_follows_each_person_whatever_the_detection_order():
+    left = [Box(10 + i, 10, 60 + i, 60) for i in range(4)]  # 50x50, moves right
+    right = [Box(200, 10 + i, 280, 90 + i) for i in range(4)]  # 80x80, larger
+    frames = [[left[0], right[0]], [right[1], left[1]], [left[2]], [left[3], right[3]]]
+    ids = track_faces(frames)
+    assert ids == [[1, 0], [0, 1], [1], [1, 0]]  # the larger person is face 0
+
+
+def test_real_sample_faces_found(samples: Path):
+    detector = create_detector("dlib")
+    clip = samples / "ffpp/original_sequences/youtube/c23/videos/004.mp4"
+    _, frames = read_frames(clip, frames_per_video=4)
+    found = [len(detect_faces(detector, f.image)) for f in frames]
+    assert all(n >= 1 for n in found), found

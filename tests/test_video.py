@@ -1,0 +1,130 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from media import (
+    audio_only,
+    face_clip,
+    face_photo,
+    set_display_rotation,
+    still_clip,
+    truncated_copy,
+    variable_rate_clip,
+)
+
+from deepfake_detect.synth import camera_frames
+from deepfake_detect.video import VideoError, probe, read_frames, sample_indices, write_video
+
+
+def test_sample_indices_evenly_spaced_cover_first_and_last():
+    assert sample_indices(100, frames_per_video=5) == [0, 25, 50, 74, 99]
+    assert sample_indices(3, frames_per_video=32) == [0, 1, 2]
+    assert sample_indices(0, frames_per_video=32) == []
+
+
+def test_sample_indices_every_nth_and_cap():
+    assert sample_indices(10, sampling_rate=3) == [0, 3, 6, 9]
+    assert sample_indices(100, sampling_rate=10, max_frames=3) == [0, 10, 20]
+    assert sample_indices(100, frames_per_video=10, max_frames=2) == [0, 11]
+
+
+def test_read_frames_decodes_the_sampled_frames(tmp_path):
+    clip = face_clip(tmp_path / "a.mp4", seconds=2, fps=10)
+    info, frames = read_frames(clip, frames_per_video=5)
+    assert (info.width, info.height, info.n_frames, info.fps) == (192, 192, 20, 10.0)
+    assert [f.index for f in frames] == [0, 5, 10, 14, 19]
+    assert [f.timestamp for f in frames] == pytest.approx([0.0, 0.5, 1.0, 1.4, 1.9])
+    assert all(f.image.shape == (192, 192, 3) and f.image.dtype == np.uint8 for f in frames)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "codec", "fps"),
+    [("avi", "mpeg4", 10), ("mov", "libx264", 10), ("mkv", "libx264", 10),
+     ("webm", "libvpx-vp9", 10), ("mpg", "mpeg1video", 25)],
+)  # fmt: skip
+def test_every_common_container_reads(tmp_path, suffix, codec, fps):
+    frame = np.full((96, 128, 3), 120, np.uint8)
+    clip = still_clip(tmp_path / f"clip.{suffix}", frame, n_frames=8, fps=fps, codec=codec)
+    info, frames = read_frames(clip, frames_per_video=4)
+    assert (info.width, info.height) == (128, 96)
+    assert len(frames) == 4
+
+
+def test_rotation_metadata_is_honoured(tmp_path):
+    stored = np.zeros((240, 320, 3), np.uint8)
+    stored[:, :40] = 255  # a white band on the stored frame's left edge
+    clip = set_display_rotation(still_clip(tmp_path / "phone.mp4", stored), 90)
+    info, frames = read_frames(clip, frames_per_video=2)
+    assert (info.rotation, info.width, info.height) == (90, 240, 320)
+    image = frames[0].image
+    assert image.shape == (320, 240, 3)
+    assert image[:30].mean() > 200 and image[60:].mean() < 30  # turned clockwise: band on top
+
+
+def test_variable_frame_rate_uses_timestamps(tmp_path):
+    times = [0.0, 0.1, 0.15, 0.5, 1.2, 1.3]
+    clip = variable_rate_clip(tmp_path / "vfr.mp4", times)
+    _, frames = read_frames(clip, frames_per_video=6)
+    assert [f.timestamp for f in frames] == pytest.approx(times, abs=1e-3)
+
+
+def test_truncated_file_is_sampled_over_what_decodes(tmp_path):
+    """Index first (faststart): the header promises 40 frames, only part of them decode."""
+    frames = list(camera_frames(face_photo(), (192, 192), 40, seed=0))
+    full = write_video(
+        tmp_path / "full.mp4", frames, 10, container_options={"movflags": "faststart"}
+    )
+    cut = truncated_copy(full, tmp_path / "cut.mp4", keep=0.6)
+    info, sampled = read_frames(cut, frames_per_video=4)
+    assert info.n_frames == 40
+    assert len(sampled) == 4
+    assert 10 < sampled[-1].index < 39  # spread over what decodes, not the missing tail
+
+
+def test_truncated_streamable_file_reads_what_is_there(tmp_path):
+    full = face_clip(tmp_path / "full.mkv", seconds=4)
+    info, sampled = read_frames(truncated_copy(full, tmp_path / "cut.mkv", 0.6), frames_per_video=4)
+    assert 0 < info.n_frames < 40 and len(sampled) == 4
+
+
+def test_truncated_mp4_without_index_is_a_decode_error(tmp_path):
+    cut = truncated_copy(face_clip(tmp_path / "full.mp4", seconds=2), tmp_path / "cut.mp4", 0.5)
+    with pytest.raises(VideoError) as caught:
+        read_frames(cut, frames_per_video=4)
+    assert caught.value.status == "decode_error"
+
+
+@pytest.mark.parametrize(
+    ("make", "status"),
+    [
+        (lambda p: p.write_bytes(b""), "empty_file"),
+        (lambda p: p.write_text("this is not a video\n" * 50), "decode_error"),
+        (audio_only, "no_video_stream"),
+        (lambda p: None, "missing"),
+        (lambda p: p.mkdir(), "read_error"),
+    ],
+    ids=["empty", "text", "audio-only", "missing", "a-folder"],
+)
+def test_bad_files_raise_a_status_and_name_the_file(tmp_path, make, status):
+    path = tmp_path / "bad video ü.mp4"
+    make(path)
+    with pytest.raises(VideoError) as caught:
+        read_frames(path, frames_per_video=4)
+    assert caught.value.status == status
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_tiny_and_huge_frames(tmp_path):
+    tiny = write_video(tmp_path / "1x1.mkv", [np.zeros((1, 1, 3), np.uint8)] * 3, 10, "ffv1")
+    info, frames = read_frames(tiny, frames_per_video=2)
+    assert (info.width, info.height, len(frames)) == (1, 1, 2)
+    huge = write_video(tmp_path / "8k.mp4", [np.zeros((4320, 7680, 3), np.uint8)] * 2, 10)
+    info = probe(huge)
+    assert (info.width, info.height) == (7680, 4320)
+
+
+def test_real_samples_decode(samples: Path):
+    for clip in [*samples.glob("grid/*.mpg"), *samples.glob("dfdc/*/*.mp4")][:4]:
+        info, frames = read_frames(clip, frames_per_video=8)
+        assert len(frames) == 8
+        assert frames[0].image.shape == (info.height, info.width, 3)
