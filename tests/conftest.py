@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,3 +16,8 @@ def samples() -> Path:
     if not SAMPLES.is_dir():
         pytest.skip(f"real sample media not present at {SAMPLES}: tests on real footage skipped")
     return SAMPLES
+
+
+# One BLAS/OpenMP thread per process: the test models are tiny, and two spinning threads on a
+# shared 2-core machine (pytest beside a worker pool) slow a step down 50-fold.
+os.environ.setdefault("OMP_NUM_THREADS", "1")

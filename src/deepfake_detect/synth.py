@@ -1,18 +1,69 @@
-"""Synthetic media from real face photos: clips with natural camera motion.
+"""Synthetic deepfakes made from real faces, on any machine: self-blends, face swaps, clips.
 
-Used by the tests and the demo, which must run with no dataset download.
+A self-blend (Self-Blended Images, CVPR 2022) pastes a colour- and geometry-perturbed copy of
+a face back onto itself under a deformed, feathered face mask; a face swap pastes another
+identity's face, aligned by box and colour-transferred, the same way. Both leave the
+blending boundary and colour mismatch that real deepfakes leave. `generate_dataset` turns
+face photos into a labelled real/fake clip dataset that stage 1 reads; `SelfBlendSource`
+makes pseudo-fakes from real crops at training time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Generic, TypeVar
 
 import cv2
 import numpy as np
+import pandas as pd
 
-from deepfake_detect.video import write_video
+from deepfake_detect.datasets import MANIFEST_NAME
+from deepfake_detect.faces import Box, FaceDetector, create_detector, detect_faces
+from deepfake_detect.video import VideoError, is_video_file, read_frames, write_video
+
+MIN_SIDE = 64
+# The cameraman in skimage's `camera` photo is in profile, which dlib's frontal detector
+# misses; this box was measured by eye (brow to chin, ear to nose tip).
+KNOWN_FACE_BOXES = {"camera": Box(190, 122, 262, 196)}
+# Clips are framed on the face, as a talking-head video is: this many face sizes across.
+FRAME_FACES_ACROSS = 3.0
+# A user's video may open on a black or faceless frame: look at this many spaced frames.
+VIDEO_FRAMES_TRIED = 5
+SELF_BLEND, FACE_SWAP = "self_blend", "face_swap"
+FILE_SUFFIX = {SELF_BLEND: "blend", FACE_SWAP: "swap"}
+MANIFEST_PARAMETERS = (
+    "opacity",
+    "feather",
+    "red",
+    "green",
+    "blue",
+    "brightness",
+    "contrast",
+    "detail",
+    "scale",
+    "jpeg_quality",
+    "colour_transfer",
+)
+
+
+class SynthError(ValueError):
+    """A face source or request that cannot be used; one line naming the file and the problem."""
+
+
+# --- face sources ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FaceSource:
+    """One identity's face picture (RGB uint8) and where its face is."""
+
+    identity: str
+    image: np.ndarray
+    box: Box
 
 
 def packaged_faces() -> dict[str, np.ndarray]:
@@ -29,6 +80,398 @@ def packaged_faces() -> dict[str, np.ndarray]:
     }
 
 
+def packaged_face_sources(detector: FaceDetector | None = None) -> list[FaceSource]:
+    """The packaged photos with their face boxes (detected, or measured where dlib fails)."""
+    detector = detector or create_detector("dlib")
+    sources = []
+    for identity, image in packaged_faces().items():
+        boxes = detect_faces(detector, image)
+        sources.append(
+            FaceSource(identity, image, boxes[0] if boxes else KNOWN_FACE_BOXES[identity])
+        )
+    return sources
+
+
+def load_face_source(path: Path) -> np.ndarray:
+    """A face picture from a photo or a video (RGB uint8); SynthError when it has no usable face."""
+    return read_face_source(path).image
+
+
+def read_face_source(path: Path, detector: FaceDetector | None = None) -> FaceSource:
+    """A user's photo or video as a FaceSource: its largest face found by dlib.
+
+    A video gives the first of a few evenly spaced frames in which a face is found.
+    """
+    detector = detector or create_detector("dlib")
+    for image in _candidate_images(path):
+        if min(image.shape[:2]) < MIN_SIDE:
+            height, width = image.shape[:2]
+            raise SynthError(f"{path}: too small ({width}x{height} px; need {MIN_SIDE} px a side)")
+        boxes = detect_faces(detector, image)
+        if boxes:
+            return FaceSource(_identity_name(path), image, boxes[0])
+    raise SynthError(f"{path}: no face found by the dlib detector")
+
+
+def _candidate_images(path: Path) -> list[np.ndarray]:
+    """The picture of a photo, or a few frames of a video, as RGB uint8."""
+    if not path.is_file():
+        problem = "is a folder, not a photo or video" if path.is_dir() else "file not found"
+        raise SynthError(f"{path}: {problem}")
+    if is_video_file(path):
+        try:
+            _, frames = read_frames(path, frames_per_video=VIDEO_FRAMES_TRIED)
+        except VideoError as error:
+            raise SynthError(str(error)) from None
+        return [frame.image for frame in frames]
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError as error:
+        raise SynthError(f"{path}: cannot read ({error.strerror})") from None
+    # imdecode, unlike imread, reads any path on every platform; grey and RGBA become RGB.
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB) if data.size else None
+    if image is None:
+        raise SynthError(f"{path}: not a readable image or video")
+    return [image]
+
+
+def _identity_name(path: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", path.stem).strip("_") or "face"
+
+
+def _framed_on_face(source: FaceSource) -> FaceSource:
+    """Crop the picture to a square FRAME_FACES_ACROSS face sizes wide, face centred when it can be.
+
+    Clips of a whole group photo would show a tiny face; framing gives every identity a face
+    of about the same size in the clip.
+    """
+    height, width = source.image.shape[:2]
+    face_side = max(source.box.x1 - source.box.x0, source.box.y1 - source.box.y0)
+    side = min(round(FRAME_FACES_ACROSS * face_side), width, height)
+    cx, cy = (source.box.x0 + source.box.x1) / 2, (source.box.y0 + source.box.y1) / 2
+    x0 = int(np.clip(round(cx - side / 2), 0, width - side))
+    y0 = int(np.clip(round(cy - side / 2), 0, height - side))
+    box = Box(source.box.x0 - x0, source.box.y0 - y0, source.box.x1 - x0, source.box.y1 - y0)
+    return FaceSource(source.identity, source.image[y0 : y0 + side, x0 : x0 + side], box)
+
+
+# --- manipulation parameters -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MaskShape:
+    """How the blending mask departs from the face's ellipse (or landmark hull).
+
+    Sizes are fractions of the face box; `wobble*` bend the outline radially with 2, 3 and 4
+    lobes, `turn` rotates that pattern; `feather` is the blur's sigma; `opacity` is how much
+    of the pasted face shows at the mask's centre.
+    """
+
+    RANGES: ClassVar[dict[str, tuple[float, float]]] = {
+        "width": (0.8, 1.0),
+        "height": (0.95, 1.15),
+        "lift": (-0.08, 0.04),
+        "wobble2": (-0.06, 0.06),
+        "wobble3": (-0.05, 0.05),
+        "wobble4": (-0.04, 0.04),
+        "turn": (0.0, 2 * np.pi),
+        "feather": (0.04, 0.12),
+        "opacity": (0.75, 1.0),
+    }
+    width: float
+    height: float
+    lift: float
+    wobble2: float
+    wobble3: float
+    wobble4: float
+    turn: float
+    feather: float
+    opacity: float
+
+
+@dataclass(frozen=True)
+class SourceJitter:
+    """How the pasted face differs from what it covers: colour, detail, position, compression.
+
+    `red`, `green`, `blue` and `brightness` are added on the 0-255 scale; `detail` < 0 blurs
+    and > 0 sharpens; `scale` and `shift_*` move the face (shifts are fractions of the box);
+    `colour_transfer` is how far a swapped face's colours are matched to the target's.
+    """
+
+    RANGES: ClassVar[dict[str, tuple[float, float]]] = {
+        "red": (-20.0, 20.0),
+        "green": (-20.0, 20.0),
+        "blue": (-20.0, 20.0),
+        "brightness": (-20.0, 20.0),
+        "contrast": (0.8, 1.2),
+        "detail": (-1.0, 1.0),
+        "scale": (0.95, 1.05),
+        "shift_x": (-0.04, 0.04),
+        "shift_y": (-0.04, 0.04),
+        "jpeg_quality": (30.0, 90.0),
+        "colour_transfer": (0.5, 1.0),
+    }
+    red: float
+    green: float
+    blue: float
+    brightness: float
+    contrast: float
+    detail: float
+    scale: float
+    shift_x: float
+    shift_y: float
+    jpeg_quality: float
+    colour_transfer: float
+
+
+Params = TypeVar("Params", MaskShape, SourceJitter)
+
+
+def _uniform(kind: type[Params], rng: np.random.Generator) -> Params:
+    """Parameters drawn uniformly from their ranges (one manipulated image)."""
+    return kind(
+        **{name: float(rng.uniform(low, high)) for name, (low, high) in kind.RANGES.items()}
+    )
+
+
+@dataclass(frozen=True)
+class Drift(Generic[Params]):
+    """Parameters that wander over a clip, each a slow sinusoid inside its range.
+
+    Real deepfakes change smoothly from frame to frame; parameters drawn anew per frame
+    would flicker, a cue no real fake gives.
+    """
+
+    kind: type[Params]
+    centre: np.ndarray
+    amplitude: np.ndarray
+    phase: np.ndarray
+    cycles_per_second: np.ndarray
+
+    @classmethod
+    def random(cls, kind: type[Params], rng: np.random.Generator) -> Drift[Params]:
+        low, high = np.array(list(kind.RANGES.values())).T
+        amplitude = rng.uniform(0.1, 0.3, low.size) * (high - low) / 2
+        centre = rng.uniform(low + amplitude, high - amplitude)
+        phase = rng.uniform(0, 2 * np.pi, low.size)
+        return cls(kind, centre, amplitude, phase, rng.uniform(0.1, 0.4, low.size))
+
+    def at(self, seconds: float) -> Params:
+        wave = np.sin(2 * np.pi * self.cycles_per_second * seconds + self.phase)
+        values = self.centre + self.amplitude * wave
+        return self.kind(**dict(zip(self.kind.RANGES, map(float, values), strict=True)))
+
+    def mean(self) -> Params:
+        return self.kind(**dict(zip(self.kind.RANGES, map(float, self.centre), strict=True)))
+
+
+# --- blending primitives -----------------------------------------------------------------------
+
+
+def _box_side(box: Box) -> float:
+    return float(np.sqrt(max(1.0, box.area)))
+
+
+def _outline(box: Box, shape: MaskShape, landmarks: np.ndarray | None) -> np.ndarray:
+    """The deformed face outline (N x 2 float32): the landmarks' hull, else the box's ellipse."""
+    angles = np.linspace(0, 2 * np.pi, 72, endpoint=False)
+    if landmarks is not None:
+        points = _densified(cv2.convexHull(landmarks.astype(np.float32)).reshape(-1, 2))
+        centre = points.mean(axis=0)
+    else:
+        centre = np.array([(box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2])
+        radii = np.array([(box.x1 - box.x0) / 2, (box.y1 - box.y0) / 2])
+        points = centre + radii * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    offsets = (points - centre) * (shape.width, shape.height)
+    theta = np.arctan2(offsets[:, 1], offsets[:, 0]) + shape.turn
+    wobble = 1 + sum(
+        a * np.sin(k * theta)
+        for k, a in ((2, shape.wobble2), (3, shape.wobble3), (4, shape.wobble4))
+    )
+    lift = (0.0, shape.lift * (box.y1 - box.y0))
+    return (centre + lift + offsets * wobble[:, None]).astype(np.float32)
+
+
+def _densified(polygon: np.ndarray, n_points: int = 72) -> np.ndarray:
+    """Points evenly spaced along a closed polygon, so a radial wobble bends it smoothly."""
+    closed = np.vstack([polygon, polygon[:1]])
+    along = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(closed, axis=0), axis=1))])
+    at = np.linspace(0, along[-1], n_points, endpoint=False)
+    return np.stack([np.interp(at, along, closed[:, 0]), np.interp(at, along, closed[:, 1])], 1)
+
+
+def _mask(
+    frame_shape: tuple[int, int], box: Box, shape: MaskShape, landmarks: np.ndarray | None = None
+) -> np.ndarray:
+    """The outline filled and blurred: 1 inside the face, 0 away from it, a soft edge between."""
+    mask = np.zeros(frame_shape, np.float32)
+    outline = np.round(_outline(box, shape, landmarks) * 16).astype(np.int32)
+    cv2.fillPoly(mask, [outline], 1.0, lineType=cv2.LINE_AA, shift=4)
+    sigma = max(0.5, shape.feather * _box_side(box))
+    reach = 2 * int(np.ceil(3 * sigma)) + 1  # OpenCV's default reaches 4 sigma for floats
+    return cv2.GaussianBlur(mask, (reach, reach), sigma)
+
+
+def face_mask(
+    shape: tuple[int, int],
+    box: Box,
+    rng: np.random.Generator,
+    landmarks: np.ndarray | None = None,
+) -> np.ndarray:
+    """A random face-region mask (float32 HxW in [0, 1]), deformed and feathered.
+
+    Args:
+        shape: (height, width) of the image.
+        box: the face box in that image's pixels.
+        rng: where the deformation comes from.
+        landmarks: N x 2 points outlining the face (e.g. dlib's 68); their hull replaces the
+            ellipse fitted to the box.
+    """
+    return _mask(shape, box, _uniform(MaskShape, rng), landmarks)
+
+
+def _jittered(image: np.ndarray, box: Box, jitter: SourceJitter) -> np.ndarray:
+    """A copy of the image with colour, contrast, detail, position and JPEG compression changed."""
+    pixels = image.astype(np.float32)
+    mean = pixels.mean(axis=(0, 1))
+    offset = np.array([jitter.red, jitter.green, jitter.blue], np.float32) + jitter.brightness
+    pixels = (pixels - mean) * jitter.contrast + mean + offset
+    side = _box_side(box)
+    if jitter.detail < 0:
+        pixels = cv2.GaussianBlur(pixels, (0, 0), -jitter.detail * 0.02 * side + 0.1)
+    elif jitter.detail > 0:
+        blurred = cv2.GaussianBlur(pixels, (0, 0), 0.01 * side + 0.5)
+        pixels = pixels + jitter.detail * (pixels - blurred)
+    cx, cy = (box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2
+    move = np.float32(
+        [
+            [jitter.scale, 0, cx * (1 - jitter.scale) + jitter.shift_x * side],
+            [0, jitter.scale, cy * (1 - jitter.scale) + jitter.shift_y * side],
+        ]
+    )
+    height, width = image.shape[:2]
+    pixels = cv2.warpAffine(pixels, move, (width, height), borderMode=cv2.BORDER_REFLECT)
+    return _jpeg(np.clip(pixels, 0, 255).astype(np.uint8), round(jitter.jpeg_quality))
+
+
+def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    _, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(encoded, cv2.IMREAD_COLOR_RGB)
+
+
+def _blend(target: np.ndarray, pasted: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Paste by the weights; a grey target gets a grey paste, as colour in a black-and-white
+    video is a cue no real fake gives."""
+    if _is_grey(target):
+        pasted = cv2.cvtColor(cv2.cvtColor(pasted, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    alpha = weights[..., None]
+    mixed = alpha * pasted.astype(np.float32) + (1 - alpha) * target.astype(np.float32)
+    return np.round(mixed).astype(np.uint8)
+
+
+def _is_grey(image: np.ndarray, tolerance: float = 4.0) -> bool:
+    """Channels equal up to sensor noise (the virtual camera adds noise to each channel)."""
+    pixels = image[::4, ::4].astype(np.int16)
+    return all(np.abs(pixels[..., c] - pixels[..., 1]).mean() < tolerance for c in (0, 2))
+
+
+def _self_blend(
+    image: np.ndarray, box: Box, shape: MaskShape, jitter: SourceJitter
+) -> tuple[np.ndarray, np.ndarray]:
+    weights = _mask(image.shape[:2], box, shape) * shape.opacity
+    return _blend(image, _jittered(image, box, jitter), weights), weights
+
+
+def self_blend(
+    image: np.ndarray, box: Box, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A face blended with a perturbed copy of itself (a pseudo-fake) and the blend weights.
+
+    The weights (float32 HxW) are the mask times the blend's opacity: 0 where the image is
+    untouched.
+    """
+    return _self_blend(image, box, _uniform(MaskShape, rng), _uniform(SourceJitter, rng))
+
+
+def _aligned(source: np.ndarray, source_box: Box, target_box: Box, size: tuple[int, int]):
+    """The source picture moved and scaled so its face box lands on the target's."""
+    scale = _box_side(target_box) / _box_side(source_box)
+    sx, sy = (source_box.x0 + source_box.x1) / 2, (source_box.y0 + source_box.y1) / 2
+    tx, ty = (target_box.x0 + target_box.x1) / 2, (target_box.y0 + target_box.y1) / 2
+    move = np.float32([[scale, 0, tx - scale * sx], [0, scale, ty - scale * sy]])
+    return cv2.warpAffine(source, move, size, borderMode=cv2.BORDER_REFLECT)
+
+
+def _colour_transferred(
+    image: np.ndarray, reference: np.ndarray, weights: np.ndarray, strength: float
+) -> np.ndarray:
+    """Match the image's Lab mean and spread inside the mask to the reference's (Reinhard)."""
+    inside = weights > 0.5
+    if not inside.any():
+        return image
+    lab = cv2.cvtColor(image.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)
+    ref = cv2.cvtColor(reference.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)
+    mean, std = lab[inside].mean(axis=0), lab[inside].std(axis=0) + 1e-3
+    ref_mean, ref_std = ref[inside].mean(axis=0), ref[inside].std(axis=0) + 1e-3
+    matched = (lab - mean) * np.clip(ref_std / std, 0.3, 3.0) + ref_mean
+    mixed = lab + strength * (matched - lab)
+    rgb = cv2.cvtColor(mixed.astype(np.float32), cv2.COLOR_LAB2RGB)
+    return np.clip(rgb * 255, 0, 255).astype(np.uint8)
+
+
+def _face_swap(
+    target: np.ndarray,
+    target_box: Box,
+    source: np.ndarray,
+    source_box: Box,
+    shape: MaskShape,
+    jitter: SourceJitter,
+) -> tuple[np.ndarray, np.ndarray]:
+    height, width = target.shape[:2]
+    weights = _mask((height, width), target_box, shape) * shape.opacity
+    pasted = _aligned(source, source_box, target_box, (width, height))
+    pasted = _colour_transferred(pasted, target, weights, jitter.colour_transfer)
+    return _blend(target, _jittered(pasted, target_box, jitter), weights), weights
+
+
+def face_swap(
+    target: np.ndarray,
+    target_box: Box,
+    source: np.ndarray,
+    source_box: Box,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The source's face pasted on the target's (aligned by box, colour-transferred, feathered).
+
+    Returns the fake (uint8, the target's size) and the blend weights (float32 HxW).
+    """
+    shape, jitter = _uniform(MaskShape, rng), _uniform(SourceJitter, rng)
+    return _face_swap(target, target_box, source, source_box, shape, jitter)
+
+
+class SelfBlendSource:
+    """Training-time pseudo-fakes: each real face crop becomes a self-blend of itself.
+
+    Crops are expected as stage 1 makes them: square, face centred, `margin` of the face's
+    size added on each side. Draws are reproducible for a seed; give each data-loader
+    worker its own seed, or they will all draw the same sequence.
+    """
+
+    def __init__(self, seed: int = 0, margin: float = 0.3) -> None:
+        self._rng = np.random.default_rng(seed)
+        self._margin = margin
+
+    def __call__(self, crop: np.ndarray) -> np.ndarray:
+        height, width = crop.shape[:2]
+        inset = 1 + 2 * self._margin
+        mx, my = width * self._margin / inset, height * self._margin / inset
+        return self_blend(crop, Box(mx, my, width - mx, height - my), self._rng)[0]
+
+
+# --- clips -------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Motion:
     """Smooth camera motion over a clip: drift, zoom, roll, lighting drift and sensor noise."""
@@ -40,18 +483,10 @@ class Motion:
     noise: float = 2.0
 
 
-def camera_frames(
-    photo: np.ndarray,
-    size: tuple[int, int],
-    n_frames: int,
-    seed: int = 0,
-    motion: Motion = Motion(),
-) -> Iterator[np.ndarray]:
-    """Frames of a virtual camera looking at a still photo, moving smoothly (RGB uint8).
-
-    `size` is (width, height). Each motion parameter follows a slow sinusoid with a random
-    phase, so clips differ by seed but move the way a hand-held camera does.
-    """
+def _camera_shots(
+    photo: np.ndarray, size: tuple[int, int], n_frames: int, seed: int, motion: Motion
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Each frame of the moving camera with its affine matrix (photo pixels -> frame pixels)."""
     rng = np.random.default_rng(seed)
     width, height = size
     ph, pw = photo.shape[:2]
@@ -68,7 +503,23 @@ def camera_frames(
         frame = cv2.warpAffine(photo, matrix, (width, height), borderMode=cv2.BORDER_REFLECT)
         gain = 1 + motion.light * wave[4]
         noise = rng.normal(0, motion.noise, frame.shape) if motion.noise else 0
-        yield np.clip(frame * gain + noise, 0, 255).astype(np.uint8)
+        yield np.clip(frame * gain + noise, 0, 255).astype(np.uint8), matrix
+
+
+def camera_frames(
+    photo: np.ndarray,
+    size: tuple[int, int],
+    n_frames: int,
+    seed: int = 0,
+    motion: Motion = Motion(),
+) -> Iterator[np.ndarray]:
+    """Frames of a virtual camera looking at a still photo, moving smoothly (RGB uint8).
+
+    `size` is (width, height). Each motion parameter follows a slow sinusoid with a random
+    phase, so clips differ by seed but move the way a hand-held camera does.
+    """
+    for frame, _ in _camera_shots(photo, size, n_frames, seed, motion):
+        yield frame
 
 
 def write_camera_clip(
@@ -83,3 +534,212 @@ def write_camera_clip(
     """An H.264 clip of the photo seen by a moving camera."""
     n_frames = max(1, round(fps * seconds))
     return write_video(path, camera_frames(photo, size, n_frames, seed, motion), fps)
+
+
+def _box_through(box: Box, matrix: np.ndarray) -> Box:
+    """The box a face box becomes under a similarity transform (centre moved, size scaled)."""
+    centre = matrix @ np.array([(box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2, 1.0])
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    half_w, half_h = scale * (box.x1 - box.x0) / 2, scale * (box.y1 - box.y0) / 2
+    return Box(centre[0] - half_w, centre[1] - half_h, centre[0] + half_w, centre[1] + half_h)
+
+
+@dataclass(frozen=True)
+class FakeRecipe:
+    """How one fake clip is made: the method, the pasted identity and the drifting parameters."""
+
+    method: str
+    source: FaceSource | None
+    mask: Drift[MaskShape]
+    jitter: Drift[SourceJitter]
+
+    @classmethod
+    def random(cls, method: str, source: FaceSource | None, rng: np.random.Generator) -> FakeRecipe:
+        return cls(method, source, Drift.random(MaskShape, rng), Drift.random(SourceJitter, rng))
+
+    def apply(self, frame: np.ndarray, box: Box, seconds: float) -> np.ndarray:
+        """The manipulated frame at `seconds` into the clip (the face is at `box`)."""
+        shape, jitter = self.mask.at(seconds), self.jitter.at(seconds)
+        if self.source is None:
+            return _self_blend(frame, box, shape, jitter)[0]
+        return _face_swap(frame, box, self.source.image, self.source.box, shape, jitter)[0]
+
+    def parameters(self) -> dict[str, float | str]:
+        """The clip's mean value of each key parameter, for the manifest."""
+        means = vars(self.mask.mean()) | vars(self.jitter.mean())
+        row: dict[str, float | str] = {name: round(means[name], 4) for name in MANIFEST_PARAMETERS}
+        if self.method == SELF_BLEND:
+            row["colour_transfer"] = ""
+        return row
+
+
+def _fake_frames(
+    target: FaceSource,
+    recipe: FakeRecipe,
+    size: int,
+    n_frames: int,
+    fps: float,
+    seed: int,
+    motion: Motion,
+) -> Iterator[np.ndarray]:
+    """A camera clip of the target with every frame manipulated where the face is."""
+    shots = _camera_shots(target.image, (size, size), n_frames, seed, motion)
+    for index, (frame, matrix) in enumerate(shots):
+        yield recipe.apply(frame, _box_through(target.box, matrix), index / fps)
+
+
+# --- datasets ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    """One clip of a dataset: who it shows, whether and how it is faked, and its seed."""
+
+    index: int
+    target: FaceSource
+    seed: int
+    method: str = ""
+    source: FaceSource | None = None
+
+    @property
+    def relative_path(self) -> str:
+        if not self.method:
+            return f"real/{self.index:04d}_{self.target.identity}.mp4"
+        return f"fake/{self.index:04d}_{self.target.identity}_{FILE_SUFFIX[self.method]}.mp4"
+
+
+def _plan(
+    sources: list[FaceSource], videos: int, seed: int, fake_fraction: float
+) -> list[ClipPlan]:
+    """Which clips to make: identities cycled within each label so every one has reals and fakes.
+
+    Fakes alternate self-blend and face swap, two of each identity in turn, so even a small
+    dataset has both methods; a swap pastes a randomly chosen other identity.
+    """
+    rng = np.random.default_rng(seed)
+    clip_seeds = rng.integers(0, 2**31 - 1, size=videos)
+    fakes_wanted = round(videos * fake_fraction)
+    plans, n_real, n_fake = [], 0, 0
+    for index in range(videos):
+        # spread the fakes evenly: clip `index` is a fake when the running count steps up
+        if (index + 1) * fakes_wanted // videos == index * fakes_wanted // videos:
+            target = sources[n_real % len(sources)]
+            plans.append(ClipPlan(index, target, int(clip_seeds[index])))
+            n_real += 1
+            continue
+        target = sources[(n_fake // 2) % len(sources)]
+        method = (SELF_BLEND, FACE_SWAP)[n_fake % 2]
+        source = None
+        if method == FACE_SWAP:
+            others = [s for s in sources if s.identity != target.identity]
+            source = others[int(rng.integers(len(others)))]
+        plans.append(ClipPlan(index, target, int(clip_seeds[index]), method, source))
+        n_fake += 1
+    return plans
+
+
+def _write_clip(
+    plan: ClipPlan, output_dir: Path, size: int, fps: float, seconds: float
+) -> dict[str, object]:
+    """Write one clip and return its manifest row.
+
+    The clip is written under a hidden name and then renamed, so a crash leaves no half clip
+    where stage 1 would look.
+    """
+    n_frames = max(1, round(fps * seconds))
+    motion = Motion()
+    row: dict[str, object] = {
+        "path": plan.relative_path,
+        "label": int(bool(plan.method)),
+        "group": plan.target.identity,
+        "method": plan.method,
+        "source_identity": "",
+        "seed": plan.seed,
+    }
+    if plan.method:
+        recipe_rng = np.random.default_rng([plan.seed, 1])  # a stream apart from the camera's
+        recipe = FakeRecipe.random(plan.method, plan.source, recipe_rng)
+        frames = _fake_frames(plan.target, recipe, size, n_frames, fps, plan.seed, motion)
+        row["source_identity"] = (plan.source or plan.target).identity
+        row |= recipe.parameters()
+    else:
+        frames = camera_frames(plan.target.image, (size, size), n_frames, plan.seed, motion)
+        row |= dict.fromkeys(MANIFEST_PARAMETERS, "")
+    path = output_dir / plan.relative_path
+    partial = path.with_name(f".{path.name}")
+    write_video(partial, frames, fps)
+    os.replace(partial, path)
+    return row
+
+
+def _unique_identities(sources: list[FaceSource]) -> list[FaceSource]:
+    """Rename repeated identities (two `me.jpg` in different folders) to `me_2`, `me_3`..."""
+    seen: dict[str, int] = {}
+    unique = []
+    for source in sources:
+        seen[source.identity] = seen.get(source.identity, 0) + 1
+        if seen[source.identity] > 1:
+            source = FaceSource(
+                f"{source.identity}_{seen[source.identity]}", source.image, source.box
+            )
+        unique.append(source)
+    return unique
+
+
+def _check_request(
+    output_dir: Path, videos: int, size: int, fps: float, seconds: float, fake_fraction: float
+) -> None:
+    if videos < 1:
+        raise SynthError(f"videos must be at least 1, got {videos}")
+    if size < MIN_SIDE or size % 2:
+        raise SynthError(f"size must be an even number of pixels >= {MIN_SIDE}, got {size}")
+    if fps <= 0 or seconds <= 0:
+        raise SynthError(f"fps and seconds must be positive, got {fps} and {seconds}")
+    if not 0 <= fake_fraction <= 1:
+        raise SynthError(f"fake_fraction must be between 0 and 1, got {fake_fraction}")
+    for folder in (output_dir / "real", output_dir / "fake"):
+        if folder.is_dir() and any(is_video_file(p) for p in folder.iterdir()):
+            raise SynthError(f"{folder}: already holds videos; choose an empty output folder")
+
+
+def generate_dataset(
+    output_dir: Path,
+    videos: int = 40,
+    seed: int = 0,
+    faces: Sequence[Path] = (),
+    size: int = 256,
+    fps: float = 25.0,
+    seconds: float = 2.0,
+    fake_fraction: float = 0.5,
+    on_clip: Callable[[Path], None] | None = None,
+) -> pd.DataFrame:
+    """Write a labelled clip dataset in the real/ fake/ layout stage 1 reads, with manifest.csv.
+
+    Args:
+        output_dir: gets real/*.mp4, fake/*.mp4 and manifest.csv (one row per clip: path,
+            label, group = the identity shown, method, source_identity, seed and the fake's
+            mean parameters). Refused if real/ or fake/ already hold videos.
+        videos: how many clips.
+        seed: the same seed gives the same frames and the same manifest.
+        faces: the user's photos or videos, added to the packaged faces as more identities.
+        size: clip width and height in pixels.
+        fps, seconds: frame rate and length of each clip.
+        fake_fraction: the share of clips that are fakes (half self-blends, half swaps).
+        on_clip: called with each clip's path once it is written (for progress).
+    """
+    _check_request(output_dir, videos, size, fps, seconds, fake_fraction)
+    detector = create_detector("dlib")
+    sources = packaged_face_sources(detector) + [read_face_source(p, detector) for p in faces]
+    framed = [_framed_on_face(s) for s in _unique_identities(sources)]
+    (output_dir / "real").mkdir(parents=True, exist_ok=True)
+    (output_dir / "fake").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for plan in _plan(framed, videos, seed, fake_fraction):
+        rows.append(_write_clip(plan, output_dir, size, fps, seconds))
+        if on_clip is not None:
+            on_clip(output_dir / plan.relative_path)
+    manifest = pd.DataFrame(rows)
+    partial = output_dir / f".{MANIFEST_NAME}"
+    manifest.to_csv(partial, index=False)
+    os.replace(partial, output_dir / MANIFEST_NAME)
+    return manifest

@@ -20,6 +20,11 @@ VIDEO_EXTENSIONS = frozenset(
 )
 
 
+# x264's macroblock-tree gives run-to-run different output on some AVX-512 CPUs; without it,
+# the same frames always encode to the same bytes (synthetic data must be reproducible).
+DETERMINISTIC_ENCODER_OPTIONS = {"libx264": {"x264-params": "no-mbtree=1"}}
+
+
 class VideoError(Exception):
     """A video that cannot be read; `status` is the short reason recorded in metadata.csv."""
 
@@ -220,7 +225,9 @@ def write_video(
         stream = None
         for image in frames:
             if stream is None:
-                stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+                options = DETERMINISTIC_ENCODER_OPTIONS.get(codec, {})
+                rate = Fraction(fps).limit_denominator(1001)
+                stream = container.add_stream(codec, rate=rate, options=options)
                 stream.height, stream.width = image.shape[:2]
                 stream.pix_fmt = "yuv420p"
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
