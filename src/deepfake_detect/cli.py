@@ -6,7 +6,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 
@@ -168,6 +167,103 @@ def synth(
     console.print(
         f"{len(manifest)} clips ({fakes} fake) in {output_dir}; "
         "manifest.csv lists how each was made",
+        highlight=False,
+    )
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    train: Annotated[
+        Path | None, typer.Option(help="Preprocessed folder (or its metadata.csv) to train on.")
+    ] = None,
+    val: Annotated[
+        Path | None,
+        typer.Option(help="Validation folder; default: --train's rows with split val."),
+    ] = None,
+    output_dir: Annotated[Path | None, typer.Option(help="Run folder.")] = None,
+    resume_checkpoint: Annotated[
+        str | None, typer.Option(help="A .ckpt to resume, or 'last' for this run's own.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML file of any of these options (flags win).")
+    ] = None,
+    model: Annotated[
+        str, typer.Option(help="meso4, mesoinception4 or any timm name (efficientnet_b0...).")
+    ] = "meso4",
+    pretrained: Annotated[
+        bool, typer.Option(help="Start from pretrained weights (timm; needs the network).")
+    ] = False,
+    image_size: Annotated[
+        int | None, typer.Option(min=32, help="Input size [default: the model's].")
+    ] = None,
+    drop_rate: Annotated[float, typer.Option(min=0.0, max=0.9, help="Dropout.")] = 0.5,
+    augment: Annotated[
+        str, typer.Option(help="Augmentation preset: none, light, strong.")
+    ] = "light",
+    self_blend: Annotated[
+        float,
+        typer.Option(min=0.0, max=0.95, help="Share of pseudo-fakes self-blended from reals."),
+    ] = 0.0,
+    balance: Annotated[bool, typer.Option(help="Balance classes by resampling videos.")] = True,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    crops_per_video: Annotated[
+        int, typer.Option(min=1, help="Crops drawn per video per epoch.")
+    ] = 8,
+    val_crops_per_video: Annotated[int, typer.Option(min=1)] = 16,
+    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (AdamW).")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(min=0.0)] = 1e-4,
+    warmup_epochs: Annotated[float, typer.Option(min=0.0)] = 1.0,
+    max_epochs: Annotated[int, typer.Option(min=1)] = 30,
+    patience: Annotated[
+        int, typer.Option(min=1, help="Epochs without a better val video AUC before stopping.")
+    ] = 5,
+    target_auc: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Stop once val video AUC reaches it.")
+    ] = None,
+    num_workers: Annotated[int, typer.Option(min=0, help="Data loader processes.")] = 0,
+    accelerator: Annotated[
+        str, typer.Option(help="Lightning accelerator: auto, cpu, gpu.")
+    ] = "auto",
+    devices: Annotated[str, typer.Option(help="Lightning devices: auto, 1, 4, ...")] = "auto",
+    strategy: Annotated[str, typer.Option(help="Lightning strategy: auto, ddp, ...")] = "auto",
+    precision: Annotated[
+        str | None, typer.Option(help="Lightning precision [default: 16-mixed on GPU, else 32].")
+    ] = None,
+    gradient_clip: Annotated[float, typer.Option(min=0.0)] = 1.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    allow_leakage: Annotated[
+        bool, typer.Option(help="Train even when groups are in both train and val.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bars or tables.")] = False,
+) -> None:
+    """Train a detector on stage-1 crops; write checkpoints, logs and the model artifact."""
+    from deepfake_detect.artifact import ArtifactError
+    from deepfake_detect.data import DataError
+    from deepfake_detect.models import ModelError
+    from deepfake_detect.training import TrainConfig, TrainError, run_training
+
+    given = {
+        name: value
+        for name, value in ctx.params.items()
+        if name not in {"config", "quiet"}
+        and ctx.get_parameter_source(name).name != "DEFAULT"  # typer bundles its own click
+    } | {"progress": not quiet}
+    try:
+        if config is not None:
+            options = TrainConfig.from_yaml(config, **given)
+        else:
+            defaults = {k: v for k, v in ctx.params.items() if k not in {"config", "quiet"}}
+            if train is None or output_dir is None:
+                raise TrainError("give --train and --output-dir (or a --config that sets them)")
+            options = TrainConfig(**(defaults | given))
+        result = run_training(options, console)
+    except (TrainError, DataError, ModelError, ArtifactError) as error:
+        raise fail_usage(str(error)) from None
+    video = result.metrics
+    console.print(
+        f"model artifact: {result.artifact_dir}  (val video AUC {video['auc']:.4f}, "
+        f"EER {video['eer']:.4f})",
         highlight=False,
     )
 

@@ -1,0 +1,132 @@
+"""The model artifact `predict` loads: safetensors weights plus one JSON file.
+
+The JSON carries everything needed to use the weights the way they were trained: the
+architecture and its normalisation, the stage-1 parameters (so faces are cropped the same
+way), the decision threshold and calibration temperature chosen on validation, the
+validation metrics and the library versions. Nothing in it is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from deepfake_detect import __version__
+from deepfake_detect.models import ModelConfig, create_model
+
+FORMAT = "deepfake-detect-model"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "model.json"
+
+
+class ArtifactError(ValueError):
+    """A file that is not a usable model artifact; one line naming it and the problem."""
+
+
+@dataclass
+class ModelArtifact:
+    """What the JSON file of an artifact holds."""
+
+    model: ModelConfig
+    preprocessing: dict[str, Any]
+    threshold: float = 0.5
+    temperature: float = 1.0
+    aggregation: str = "mean"
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        body = asdict(self) | {"model": self.model.to_dict()}
+        header = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                  "created": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+        return json.dumps(header | body, indent=2, default=str) + "\n"
+
+
+def library_versions() -> dict[str, str]:
+    import lightning
+    import timm
+
+    return {"deepfake_detect": __version__, "torch": torch.__version__,
+            "lightning": lightning.__version__, "timm": timm.__version__}  # fmt: skip
+
+
+def save_artifact(directory: Path, network: torch.nn.Module, artifact: ModelArtifact) -> Path:
+    """Write model.safetensors and model.json (each to a temporary name, then renamed)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    tmp = directory / f".{WEIGHTS_FILE}.tmp"
+    save_file(weights, str(tmp))
+    os.replace(tmp, directory / WEIGHTS_FILE)
+    tmp = directory / f".{CONFIG_FILE}.tmp"
+    tmp.write_text(artifact.to_json(), encoding="utf-8")
+    os.replace(tmp, directory / CONFIG_FILE)
+    return directory / CONFIG_FILE
+
+
+def _config_path(path: Path) -> Path:
+    """Accept the artifact folder, its model.json, a training run folder or its weights."""
+    for candidate in (path, path / CONFIG_FILE, path / "model" / CONFIG_FILE):
+        if candidate.is_file() and candidate.suffix == ".json":
+            return candidate
+    if path.suffix == ".safetensors" and (path.parent / CONFIG_FILE).is_file():
+        return path.parent / CONFIG_FILE
+    if path.suffix in {".ckpt", ".pt", ".pth", ".pkl", ".bin"}:
+        raise ArtifactError(
+            f"{path}: a pickle-based file is not a model artifact and is never unpickled; "
+            f"give the run folder or its {CONFIG_FILE}"
+        )
+    raise ArtifactError(f"{path}: no {CONFIG_FILE} here; not a deepfake-detect model artifact")
+
+
+def read_artifact(path: Path) -> tuple[ModelArtifact, Path]:
+    """Parse and check an artifact's JSON; return it and the weights path beside it."""
+    config_path = _config_path(path)
+    try:
+        raw = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ArtifactError(f"{config_path}: not valid JSON ({error})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise ArtifactError(f"{config_path}: not a deepfake-detect model artifact")
+    if raw.get("format_version", 0) > FORMAT_VERSION:
+        raise ArtifactError(
+            f"{config_path}: format version {raw['format_version']} is newer than this "
+            f"deepfake-detect understands ({FORMAT_VERSION}); upgrade deepfake-detect"
+        )
+    names = ModelArtifact.__dataclass_fields__.keys()
+    fields = {k: v for k, v in raw.items() if k in names}
+    try:
+        fields["model"] = ModelConfig.from_dict(fields["model"])
+        artifact = ModelArtifact(**fields)
+    except (KeyError, TypeError) as error:
+        raise ArtifactError(f"{config_path}: incomplete artifact ({error})") from None
+    return artifact, config_path.parent / WEIGHTS_FILE
+
+
+def load_artifact(path: Path) -> tuple[torch.nn.Module, ModelArtifact]:
+    """Build the network an artifact describes and load its weights (eval mode, on CPU)."""
+    artifact, weights_path = read_artifact(path)
+    if not weights_path.is_file():
+        raise ArtifactError(f"{weights_path}: weights file missing")
+    network, _ = create_model(
+        artifact.model.name,
+        image_size=artifact.model.input_size,
+        drop_rate=artifact.model.drop_rate,
+    )
+    try:
+        state = load_file(str(weights_path))
+        network.load_state_dict(state)
+    except (SafetensorError, RuntimeError) as error:
+        first = str(error).splitlines()[0]
+        message = f"{weights_path}: weights do not fit {artifact.model.name} ({first})"
+        raise ArtifactError(message) from None
+    return network.eval(), artifact

@@ -1,0 +1,266 @@
+"""Detection metrics at frame and video level, threshold choice and temperature calibration.
+
+Labels are 0 = real, 1 = fake; scores are P(fake). The rank metrics (AUC, AP, EER, TPR at a
+fixed FPR) are undefined when only one class is present: they come back as NaN instead of
+raising, so a table over subsets (one manipulation method, one dataset) can still be filled.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+from scipy.optimize import minimize_scalar
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    log_loss,
+    roc_auc_score,
+    roc_curve,
+)
+
+METRIC_NAMES = (
+    "auc",
+    "eer",
+    "ap",
+    "accuracy",
+    "balanced_accuracy",
+    "log_loss",
+    "tpr_at_fpr_1",
+    "tpr_at_fpr_5",
+)
+LOG_LOSS_EPS = 1e-7
+VOTE_THRESHOLD = 0.5
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+
+
+def binary_metrics(
+    labels: ArrayLike, probabilities: ArrayLike, threshold: float = 0.5
+) -> dict[str, float]:
+    """Every metric in `METRIC_NAMES`, in that order.
+
+    Args:
+        labels: 0 (real) or 1 (fake) per sample.
+        probabilities: P(fake) per sample.
+        threshold: probabilities at or above it count as fake for accuracy and balanced accuracy.
+
+    Returns:
+        auc, eer (0..1), ap (average precision), accuracy, balanced_accuracy, log_loss (with
+        probabilities clipped to [1e-7, 1 - 1e-7]), and tpr_at_fpr_1 / tpr_at_fpr_5 (TPR at 1 %
+        and 5 % FPR, interpolated on the ROC). Rank metrics are NaN with a single class; all
+        are NaN for empty input.
+    """
+    y, p = _checked_probabilities(labels, probabilities)
+    metrics = dict.fromkeys(METRIC_NAMES, math.nan)
+    if y.size == 0:
+        return metrics
+    predicted = (p >= threshold).astype(np.int64)
+    metrics["accuracy"] = float(accuracy_score(y, predicted))
+    with warnings.catch_warnings():
+        # With one class present sklearn averages that class's recall alone (what we want)
+        # but warns that the predictions hold the other class.
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        metrics["balanced_accuracy"] = float(balanced_accuracy_score(y, predicted))
+    clipped = np.clip(p, LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
+    metrics["log_loss"] = float(log_loss(y, clipped, labels=[0, 1]))
+    if _has_both_classes(y):
+        metrics |= _rank_metrics(y, p)
+    return metrics
+
+
+def _rank_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    fpr, tpr, thresholds = roc_curve(y, p)
+    return {
+        "auc": float(roc_auc_score(y, p)),
+        "eer": _equal_error_rate_on_roc(fpr, tpr, thresholds)[0],
+        "ap": float(average_precision_score(y, p)),
+        "tpr_at_fpr_1": _tpr_at_fpr(fpr, tpr, 0.01),
+        "tpr_at_fpr_5": _tpr_at_fpr(fpr, tpr, 0.05),
+    }
+
+
+def equal_error_rate(labels: ArrayLike, probabilities: ArrayLike) -> tuple[float, float]:
+    """The equal error rate (where FPR = FNR on the ROC, interpolated) and the threshold there.
+
+    The threshold is that of the ROC point nearest the crossing. Both are NaN unless both
+    classes are present.
+    """
+    y, p = _checked_probabilities(labels, probabilities)
+    if not _has_both_classes(y):
+        return math.nan, math.nan
+    return _equal_error_rate_on_roc(*roc_curve(y, p))
+
+
+def _equal_error_rate_on_roc(
+    fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray
+) -> tuple[float, float]:
+    # FNR - FPR falls along the ROC from 1 at (0, 0) to -1 at (1, 1): find where it crosses 0.
+    gap = (1 - tpr) - fpr
+    after = int(np.argmax(gap <= 0))
+    before = after - 1
+    share = gap[before] / (gap[before] - gap[after])
+    eer = fpr[before] + share * (fpr[after] - fpr[before])
+    nearest = after if abs(gap[after]) <= abs(gap[before]) else before
+    return float(eer), float(thresholds[nearest])
+
+
+def _tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
+    """TPR on the ROC at FPR = target, linear between ROC points; the highest TPR on ties."""
+    right = int(np.searchsorted(fpr, target, side="right"))
+    left = right - 1
+    if right == fpr.size or fpr[left] == target:
+        return float(tpr[left])
+    share = (target - fpr[left]) / (fpr[right] - fpr[left])
+    return float(tpr[left] + share * (tpr[right] - tpr[left]))
+
+
+def confusion(
+    labels: ArrayLike, probabilities: ArrayLike, threshold: float = 0.5
+) -> dict[str, int]:
+    """Counts tn, fp, fn, tp with probabilities at or above `threshold` called fake."""
+    y, p = _checked_probabilities(labels, probabilities)
+    if y.size == 0:
+        return dict.fromkeys(("tn", "fp", "fn", "tp"), 0)
+    predicted = (p >= threshold).astype(np.int64)
+    tn, fp, fn, tp = confusion_matrix(y, predicted, labels=[0, 1]).ravel()
+    return {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)}
+
+
+def choose_threshold(labels: ArrayLike, probabilities: ArrayLike) -> float:
+    """The threshold that maximises balanced accuracy (Youden's J = TPR - FPR) on the ROC.
+
+    Returns one of the observed probabilities (fake means at or above it), or 0.5 when a
+    class is missing.
+    """
+    y, p = _checked_probabilities(labels, probabilities)
+    if not _has_both_classes(y):
+        return 0.5
+    fpr, tpr, thresholds = roc_curve(y, p)
+    # Point 0 of sklearn's ROC is (0, 0) at an infinite threshold; keep real scores only.
+    best = 1 + int(np.argmax(tpr[1:] - fpr[1:]))
+    return float(thresholds[best])
+
+
+def fit_temperature(labels: ArrayLike, logits: ArrayLike) -> float:
+    """The temperature T > 0 minimising the log loss of sigmoid(logits / T).
+
+    Searched on log T within `TEMPERATURE_BOUNDS`; 1.0 when input is empty or a class missing.
+    """
+    y, z = _checked(labels, logits)
+    if not _has_both_classes(y):
+        return 1.0
+
+    def mean_nll(log_temperature: float) -> float:
+        scaled = z / math.exp(log_temperature)
+        return float(np.mean(np.logaddexp(0.0, scaled) - y * scaled))
+
+    low, high = TEMPERATURE_BOUNDS
+    result = minimize_scalar(mean_nll, bounds=(math.log(low), math.log(high)), method="bounded")
+    return float(math.exp(result.x))
+
+
+# --- video level -------------------------------------------------------------------------------
+
+
+def confident_mean(probabilities: np.ndarray, power: float = 2.0) -> float:
+    """Mean of frame probabilities weighted by confidence, |2p - 1| ** power.
+
+    Frames where the face is blurred, turned or occluded tend to sit near 0.5 and carry
+    little evidence; weighting them down keeps them from diluting the frames the model is
+    sure of (the idea behind the DFDC winner's aggregation). Falls back to the plain mean
+    when every frame is at exactly 0.5.
+
+    Args:
+        probabilities: P(fake) of each frame of one video.
+        power: how sharply confidence is rewarded; 0 gives the plain mean.
+    """
+    weights = np.abs(2 * probabilities - 1) ** power
+    if weights.sum() == 0:
+        return float(np.mean(probabilities))
+    return float(np.average(probabilities, weights=weights))
+
+
+AggregationRule = Callable[[np.ndarray], float]
+
+AGGREGATIONS: dict[str, AggregationRule] = {
+    "mean": lambda p: float(np.mean(p)),
+    "median": lambda p: float(np.median(p)),
+    "max": lambda p: float(np.max(p)),
+    "vote": lambda p: float(np.mean(p >= VOTE_THRESHOLD)),
+    "confident": confident_mean,
+}
+
+
+def aggregate_videos(
+    video_ids: Sequence[str], labels: ArrayLike, probabilities: ArrayLike, rule: str = "mean"
+) -> pd.DataFrame:
+    """One row per video (in order of first appearance) from frame-level scores.
+
+    Args:
+        video_ids: the video of each frame.
+        labels: each frame's label; all frames of a video must share it.
+        probabilities: each frame's P(fake).
+        rule: name of the rule in `AGGREGATIONS` that turns a video's frame probabilities
+            into its probability.
+
+    Returns:
+        Columns video_id, label, probability, n_frames.
+    """
+    aggregate = _aggregation_rule(rule)
+    y, p = _checked_probabilities(labels, probabilities)
+    if len(video_ids) != y.size:
+        raise ValueError(f"{len(video_ids)} video ids but {y.size} labels")
+    frames = pd.DataFrame({"video_id": list(video_ids), "label": y, "probability": p})
+    by_video = frames.groupby("video_id", sort=False)
+    mixed = by_video["label"].nunique() > 1
+    if mixed.any():
+        raise ValueError(
+            f"frames of one video carry both labels: {', '.join(map(str, mixed[mixed].index))}"
+        )
+    videos = pd.DataFrame(
+        {
+            "label": by_video["label"].first(),
+            "probability": by_video["probability"].agg(lambda s: aggregate(s.to_numpy())),
+            "n_frames": by_video.size(),
+        }
+    )
+    return videos.reset_index()
+
+
+def _aggregation_rule(name: str) -> AggregationRule:
+    if name not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation rule {name!r}; known: {', '.join(AGGREGATIONS)}")
+    return AGGREGATIONS[name]
+
+
+# --- input checks ------------------------------------------------------------------------------
+
+
+def _checked(labels: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Labels as int64 0/1 and scores as float64, both 1-D and of the same length."""
+    y = np.asarray(labels).reshape(-1)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if y.size != s.size:
+        raise ValueError(f"{y.size} labels but {s.size} scores")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be 0 (real) or 1 (fake)")
+    return y.astype(np.int64), s
+
+
+def _checked_probabilities(
+    labels: ArrayLike, probabilities: ArrayLike
+) -> tuple[np.ndarray, np.ndarray]:
+    y, p = _checked(labels, probabilities)
+    if ((p < 0) | (p > 1)).any():
+        raise ValueError("probabilities must lie in [0, 1]; pass sigmoid(logits), not logits")
+    return y, p
+
+
+def _has_both_classes(y: np.ndarray) -> bool:
+    return np.unique(y).size == 2

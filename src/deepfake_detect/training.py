@@ -1,0 +1,507 @@
+"""Stage 2: train a detector on stage-1 crops with Lightning, and export the model artifact.
+
+Flow: `run_training(config)` verifies the data, builds the network (models.py), the data module
+(data.py) and the LightningModule below, fits with checkpoints, early stopping and a target
+AUC, then calibrates on validation and writes the artifact (artifact.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from rich.console import Console
+from rich.table import Table
+from scipy.special import expit
+from torch.utils.data import DataLoader
+
+from deepfake_detect.artifact import ModelArtifact, library_versions, save_artifact
+from deepfake_detect.data import (
+    CropDataset,
+    DataError,
+    EpochSampler,
+    VideoTable,
+    build_augmentation,
+    evaluation_keys,
+    read_metadata,
+    select_split,
+    verify,
+)
+from deepfake_detect.metrics import (
+    aggregate_videos,
+    binary_metrics,
+    choose_threshold,
+    fit_temperature,
+)
+from deepfake_detect.models import ModelConfig, create_model
+
+MONITOR = "val_video_auc"
+
+
+class TrainError(ValueError):
+    """A training run that cannot start; one clear message."""
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run (the CLI flags and the keys of --config train.yaml)."""
+
+    train: Path
+    output_dir: Path
+    val: Path | None = None
+    resume_checkpoint: str | None = None
+    model: str = "meso4"
+    pretrained: bool = False
+    image_size: int | None = None
+    drop_rate: float = 0.5
+    augment: str = "light"
+    self_blend: float = 0.0
+    balance: bool = True
+    batch_size: int = 32
+    crops_per_video: int = 8
+    val_crops_per_video: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    max_epochs: int = 30
+    patience: int = 5
+    target_auc: float | None = None
+    num_workers: int = 0
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+    precision: str | None = None
+    gradient_clip: float = 1.0
+    seed: int = 0
+    allow_leakage: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("train", "output_dir", "val"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, Path(value))
+        checks = [
+            (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.crops_per_video >= 1, "crops_per_video must be at least 1"),
+            (self.max_epochs >= 1, "max_epochs must be at least 1"),
+            (0 <= self.self_blend < 1, "self_blend must be in [0, 1)"),
+            (self.lr > 0, "lr must be positive"),
+            (self.target_auc is None or 0 < self.target_auc <= 1, "target_auc must be in (0, 1]"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TrainError(message)
+
+    @classmethod
+    def from_yaml(cls, path: Path, **overrides: Any) -> TrainConfig:
+        """Options from a YAML file, then `overrides` on top; unknown keys are refused."""
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise TrainError(
+                f"{path}: cannot read config ({' '.join(str(error).split())})"
+            ) from None
+        if not isinstance(loaded, dict):
+            raise TrainError(f"{path}: a config is a mapping of option: value")
+        loaded = {k.replace("-", "_"): v for k, v in loaded.items()}
+        known = {f.name for f in fields(cls)}
+        if unknown := sorted(set(loaded) - known):
+            raise TrainError(f"{path}: unknown options {unknown}; known: {sorted(known)}")
+        try:
+            return cls(**(loaded | overrides))
+        except TypeError as error:  # a required option (train, output_dir) is missing
+            raise TrainError(f"{path}: {error}") from None
+
+    def to_yaml(self) -> str:
+        plain = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+        return yaml.safe_dump(plain, sort_keys=False)
+
+
+class DeepfakeClassifier(L.LightningModule):
+    """The network, its loss (BCE on one logit), AdamW with warmup + cosine, and the metrics.
+
+    Validation keeps every frame probability so video-level metrics (mean of a video's frame
+    probabilities) can be computed at the end of the epoch.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        model_config: ModelConfig,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        warmup_epochs: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.network = network
+        self.save_hyperparameters(
+            {"model": model_config.to_dict(), "lr": lr, "weight_decay": weight_decay,
+             "warmup_epochs": warmup_epochs}
+        )  # fmt: skip
+        self.loss = torch.nn.BCEWithLogitsLoss()
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network(images)
+
+    def training_step(self, batch: tuple, batch_index: int) -> torch.Tensor:
+        images, labels, _ = batch
+        loss = self.loss(self(images), labels)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        return loss
+
+    def validation_step(self, batch: tuple, batch_index: int) -> None:
+        images, labels, videos = batch
+        logits = self(images).float()
+        self._val_outputs.append((logits.detach(), labels, videos))
+
+    def on_validation_epoch_end(self) -> None:
+        logits, labels, videos = (
+            torch.cat(parts) for parts in zip(*self._val_outputs, strict=True)
+        )
+        self._val_outputs.clear()
+        logits, labels, videos = (self.all_gather(t).reshape(-1) for t in (logits, labels, videos))
+        loss = self.loss(logits, labels)
+        metrics = epoch_metrics(labels.cpu().numpy(), logits.cpu().numpy(), videos.cpu().numpy())
+        video_auc = metrics.pop("video_auc")
+        self.log_dict({"val_loss": loss} | {f"val_{k}": v for k, v in metrics.items()})
+        self.log(MONITOR, video_auc, prog_bar=True)
+
+    def configure_optimizers(self) -> dict:
+        optimizer = torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = max(1, total // max(1, self.trainer.max_epochs))
+        warmup = min(total - 1, round(self.hparams.warmup_epochs * per_epoch))
+
+        def warmup_then_cosine(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_cosine)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+
+def epoch_metrics(labels: np.ndarray, logits: np.ndarray, videos: np.ndarray) -> dict[str, float]:
+    """Frame AUC and video-level AUC, EER, AP, accuracy and log loss (mean of frame probs)."""
+    probabilities = expit(logits)
+    frame = binary_metrics(labels, probabilities)
+    video_table = aggregate_videos([str(v) for v in videos], labels, probabilities, "mean")
+    video = binary_metrics(video_table.label, video_table.probability)
+    return {"frame_auc": frame["auc"], "video_auc": video["auc"], "eer": video["eer"],
+            "ap": video["ap"], "accuracy": video["accuracy"],
+            "log_loss": video["log_loss"]}  # fmt: skip
+
+
+class StopAtTargetAUC(Callback):
+    """Stop as soon as validation video AUC reaches the target."""
+
+    def __init__(self, target: float) -> None:
+        self.target = target
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(MONITOR)
+        if value is not None and float(value) >= self.target:
+            trainer.should_stop = True
+
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_frame_auc", MONITOR, "val_eer",
+                   "val_ap", "val_accuracy", "val_log_loss"]  # fmt: skip
+
+
+class EpochHistory(Callback):
+    """Append each epoch's metrics to history.csv; unlike Lightning's CSV log, it survives a
+    resume (an epoch run again after a kill keeps its last row)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch} | {
+            name: float(metrics[name]) for name in HISTORY_COLUMNS[1:] if name in metrics
+        }
+        frame = pd.DataFrame([row], columns=HISTORY_COLUMNS)
+        frame.to_csv(self.path, mode="a", header=not self.path.exists(), index=False)
+
+
+def read_history(output_dir: Path) -> pd.DataFrame:
+    """One row per epoch from history.csv (the latest row of an epoch that was run twice)."""
+    path = output_dir / "history.csv"
+    if not path.is_file():
+        return pd.DataFrame(columns=HISTORY_COLUMNS)
+    history = pd.read_csv(path).drop_duplicates("epoch", keep="last")
+    return history.sort_values("epoch").reset_index(drop=True)
+
+
+class RandomStateCheckpoint(Callback):
+    """Save and restore the Python, NumPy and torch random states with each checkpoint, so a
+    resumed run draws the same dropout masks and loader seeds as an uninterrupted one."""
+
+    def state_dict(self) -> dict[str, Any]:
+        numpy_state = np.random.get_state()
+        python_state = random.getstate()
+        return {
+            "torch": torch.get_rng_state(),
+            "numpy_keys": torch.from_numpy(numpy_state[1].astype(np.int64)),
+            "numpy_pos": int(numpy_state[2]),
+            "python": torch.tensor(python_state[1], dtype=torch.int64),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        keys = state["numpy_keys"].numpy().astype(np.uint32)
+        np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))
+        random.setstate((3, tuple(int(x) for x in state["python"]), None))
+
+
+class CropDataModule(L.LightningDataModule):
+    """Train and validation loaders over stage-1 crops, with the model's normalisation."""
+
+    def __init__(
+        self, train: VideoTable, val: VideoTable, model_config: ModelConfig, config: TrainConfig
+    ) -> None:
+        super().__init__()
+        self.train_table, self.val_table = train, val
+        self.model_config, self.config = model_config, config
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = CropDataset(
+            self.train_table, self.model_config, build_augmentation(self.config.augment)
+        )
+        sampler = EpochSampler(
+            self.train_table.labels, self.train_table.crop_counts, self.config.crops_per_video,
+            balance=self.config.balance, self_blend=self.config.self_blend, seed=self.config.seed,
+        )  # fmt: skip
+        return self._loader(dataset, sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(
+            CropDataset(self.val_table, self.model_config),
+            evaluation_keys(self.val_table, self.config.val_crops_per_video),
+        )
+
+    def _loader(self, dataset: CropDataset, sampler: Any) -> DataLoader:
+        workers = self.config.num_workers
+        return DataLoader(
+            dataset, batch_size=self.config.batch_size, sampler=sampler, num_workers=workers,
+            persistent_workers=False, pin_memory=torch.cuda.is_available(),
+        )  # fmt: skip
+
+
+def load_tables(config: TrainConfig) -> tuple[VideoTable, VideoTable, Path]:
+    """Train and val tables: two folders, or one folder and its split column."""
+    train_table, train_root = read_metadata(config.train)
+    same = config.val is None or config.val.resolve() == config.train.resolve()
+    if same:
+        return (
+            select_split(train_table, train_root, "train"),
+            select_split(train_table, train_root, "val"),
+            train_root,
+        )
+    val_table, val_root = read_metadata(config.val)
+    return (
+        select_split(train_table, train_root, None),
+        select_split(val_table, val_root, None),
+        train_root,
+    )
+
+
+def _checkpoint_path(config: TrainConfig) -> Path | None:
+    if config.resume_checkpoint is None:
+        return None
+    if config.resume_checkpoint == "last":
+        path = config.output_dir / "checkpoints" / "last.ckpt"
+    else:
+        path = Path(config.resume_checkpoint)
+    if not path.is_file():
+        raise TrainError(f"{path}: checkpoint not found")
+    return path
+
+
+def check_checkpoint(path: Path, model_config: ModelConfig) -> None:
+    """Refuse a checkpoint of another architecture before Lightning tries to load it."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise TrainError(
+            f"{path}: not a readable training checkpoint ({type(error).__name__})"
+        ) from None
+    saved_model = saved.get("hyper_parameters", {}).get("model", {})
+    wanted = model_config.to_dict()
+    if (
+        saved_model.get("name") != wanted["name"]
+        or saved_model.get("input_size") != wanted["input_size"]
+    ):
+        raise TrainError(
+            f"{path}: checkpoint of {saved_model.get('name')} at "
+            f"{saved_model.get('input_size')} px, but this run trains {wanted['name']} at "
+            f"{wanted['input_size']} px"
+        )
+
+
+def _prepare_output_dir(config: TrainConfig) -> None:
+    """Create the run folder and save the effective config; a fresh run forgets old history."""
+    try:
+        (config.output_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        if config.resume_checkpoint is None:
+            (config.output_dir / "history.csv").unlink(missing_ok=True)
+        (config.output_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+    except OSError as error:
+        raise TrainError(
+            f"{config.output_dir}: cannot write output folder ({error.strerror})"
+        ) from None
+
+
+def _precision(config: TrainConfig) -> str:
+    if config.precision:
+        return config.precision
+    return "16-mixed" if torch.cuda.is_available() and config.accelerator != "cpu" else "32-true"
+
+
+def build_trainer(config: TrainConfig) -> L.Trainer:
+    checkpoints = config.output_dir / "checkpoints"
+    callbacks: list[Callback] = [
+        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=MONITOR, mode="max",
+                        save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True),
+        # Lightning's save_last only follows new bests: a second callback keeps every epoch's end
+        ModelCheckpoint(dirpath=checkpoints, filename="last", save_top_k=1,
+                        enable_version_counter=False, save_on_train_epoch_end=True),
+        EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience, check_finite=False),
+        RandomStateCheckpoint(),
+        EpochHistory(config.output_dir / "history.csv"),
+    ]  # fmt: skip
+    if config.target_auc is not None:
+        callbacks.append(StopAtTargetAUC(config.target_auc))
+    loggers = [
+        CSVLogger(config.output_dir, name="logs", version=""),
+        TensorBoardLogger(config.output_dir, name="logs", version="", default_hp_metric=False),
+    ]
+    return L.Trainer(
+        default_root_dir=config.output_dir, max_epochs=config.max_epochs,
+        accelerator=config.accelerator, devices=config.devices, strategy=config.strategy,
+        precision=_precision(config), gradient_clip_val=config.gradient_clip or None,
+        callbacks=callbacks, logger=loggers, deterministic=True, num_sanity_val_steps=0,
+        log_every_n_steps=1, enable_progress_bar=config.progress, enable_model_summary=False,
+    )  # fmt: skip
+
+
+@dataclass
+class TrainResult:
+    artifact_dir: Path
+    metrics: dict[str, float]
+    history: pd.DataFrame
+
+
+def run_training(config: TrainConfig, console: Console | None = None) -> TrainResult:
+    """Verify the data, fit, choose the best epoch on validation, export the model artifact."""
+    console = console or Console(stderr=True)
+    if not config.progress:
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    train_table, val_table, train_root = load_tables(config)
+    summary, problems = verify(
+        train_table, val_table, allow_leakage=config.allow_leakage,
+        real_only_ok=config.self_blend > 0,
+    )  # fmt: skip
+    if config.progress:
+        console.print(_table("training data", summary))
+    if problems:
+        raise DataError(f"{len(problems)} problem(s) in the training data: " + " | ".join(problems))
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    network, model_config = create_model(
+        config.model, pretrained=config.pretrained, image_size=config.image_size,
+        drop_rate=config.drop_rate,
+    )  # fmt: skip
+    checkpoint = _checkpoint_path(config)
+    if checkpoint is not None:
+        check_checkpoint(checkpoint, model_config)
+    _prepare_output_dir(config)
+    module = DeepfakeClassifier(network, model_config, config.lr, config.weight_decay,
+                                config.warmup_epochs)  # fmt: skip
+    data = CropDataModule(train_table, val_table, model_config, config)
+    trainer = build_trainer(config)
+    trainer.fit(module, datamodule=data, ckpt_path=checkpoint, weights_only=True)
+    history = read_history(config.output_dir)
+    if config.progress and not history.empty:
+        console.print(_table("epochs", history))
+    best = Path(
+        trainer.checkpoint_callback.best_model_path
+        or config.output_dir / "checkpoints" / "last.ckpt"
+    )
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+    return export(module, model_config, data, config, train_root)
+
+
+def predict_logits(module: DeepfakeClassifier, loader: DataLoader) -> tuple[np.ndarray, ...]:
+    """Frame logits, labels and video indices of a loader, in eval mode without gradients."""
+    module.eval()
+    parts = []
+    with torch.no_grad():
+        for images, labels, videos in loader:
+            parts.append((module(images.to(module.device)).float().cpu(), labels, videos))
+    logits, labels, videos = (torch.cat(p).numpy() for p in zip(*parts, strict=True))
+    return logits, labels, videos
+
+
+def export(
+    module: DeepfakeClassifier,
+    model_config: ModelConfig,
+    data: CropDataModule,
+    config: TrainConfig,
+    train_root: Path,
+) -> TrainResult:
+    """Fit temperature and threshold on validation and write the model artifact."""
+    logits, labels, videos = predict_logits(module, data.val_dataloader())
+    temperature = fit_temperature(labels, logits)
+    probabilities = expit(logits / temperature)
+    video_ids = [str(v) for v in videos]
+    per_video = aggregate_videos(video_ids, labels, probabilities, "mean")
+    threshold = choose_threshold(per_video.label, per_video.probability)
+    metrics = {
+        "frame": binary_metrics(labels, probabilities, threshold),
+        "video": binary_metrics(per_video.label, per_video.probability, threshold),
+    }
+    settings_path = train_root / "preprocess.json"
+    preprocessing = (
+        json.loads(settings_path.read_text())["parameters"] if settings_path.is_file() else {}
+    )
+    artifact = ModelArtifact(
+        model=model_config, preprocessing=preprocessing, threshold=threshold,
+        temperature=temperature, metrics={"val": metrics},
+        training={k: v for k, v in yaml.safe_load(config.to_yaml()).items() if k != "progress"},
+        versions=library_versions(),
+    )  # fmt: skip
+    directory = config.output_dir / "model"
+    save_artifact(directory, module.network, artifact)
+    return TrainResult(directory, metrics["video"], read_history(config.output_dir))
+
+
+def _table(title: str, frame: pd.DataFrame) -> Table:
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(str(column), justify="right")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+    return table
