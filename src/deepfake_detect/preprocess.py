@@ -15,7 +15,6 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, fields
-from functools import cache
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -34,18 +33,9 @@ from rich.progress import (
 from rich.table import Table
 
 from deepfake_detect import __version__
+from deepfake_detect.crops import CropConfig, extract_faces
 from deepfake_detect.datasets import VideoItem, assign_splits, discover
-from deepfake_detect.faces import (
-    DETECTORS,
-    Box,
-    FaceDetector,
-    create_detector,
-    crop_face,
-    detect_faces,
-    letterbox,
-    track_faces,
-)
-from deepfake_detect.video import Frame, VideoError, read_frames
+from deepfake_detect.video import VideoError
 
 FORMAT_VERSION = 1
 JOURNAL = "progress.jsonl"
@@ -67,45 +57,6 @@ class PreprocessError(ValueError):
     """A run that cannot start (bad parameters, a resume that would mix settings)."""
 
 
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """Every parameter that shapes the crops; a resume must use the same values."""
-
-    use_face_detection: bool = True
-    face_detector: str = "dlib"
-    frames_per_video: int | None = 32
-    frame_sampling_rate: int | None = None
-    max_frames: int | None = None
-    crop_size: int = 256
-    margin: float = 0.3
-    faces_per_frame: int | None = None
-    detect_size: int = 640
-
-    def __post_init__(self) -> None:
-        if self.face_detector not in DETECTORS:
-            known = ", ".join(DETECTORS)
-            raise PreprocessError(f"unknown face detector {self.face_detector!r}; known: {known}")
-        for name in ("frames_per_video", "frame_sampling_rate", "max_frames", "faces_per_frame"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise PreprocessError(f"{name} must be at least 1, got {value}")
-        if self.frame_sampling_rate is None and self.frames_per_video is None:
-            raise PreprocessError("set frames_per_video or frame_sampling_rate")
-        if not 16 <= self.crop_size <= 2048:
-            raise PreprocessError(f"crop_size must be between 16 and 2048, got {self.crop_size}")
-        if not 0 <= self.margin <= 2:
-            raise PreprocessError(f"margin must be between 0 and 2, got {self.margin}")
-        if self.detect_size < 64:
-            raise PreprocessError(f"detect_size must be at least 64, got {self.detect_size}")
-
-    @property
-    def sampling(self) -> dict[str, int | None]:
-        """Either every Nth frame or N evenly spaced ones; the other is not used."""
-        if self.frame_sampling_rate:
-            return {"sampling_rate": self.frame_sampling_rate, "max_frames": self.max_frames}
-        return {"frames_per_video": self.frames_per_video, "max_frames": self.max_frames}
-
-
 @dataclass
 class VideoResult:
     """What processing one video produced: its metadata fields and one record per crop."""
@@ -113,21 +64,6 @@ class VideoResult:
     video_id: str
     fields: dict[str, Any]
     crops: list[dict[str, Any]] = field(default_factory=list)
-
-
-@cache
-def _detector(name: str) -> FaceDetector:
-    """One detector per process, built on first use."""
-    return create_detector(name)
-
-
-def _select_faces(frames: list[Frame], config: PreprocessConfig) -> list[list[Box]]:
-    """The boxes to crop in each frame: detected faces (largest first), or the whole frame."""
-    if not config.use_face_detection:
-        return [[Box(0, 0, f.image.shape[1], f.image.shape[0], float("nan"))] for f in frames]
-    detector = _detector(config.face_detector)
-    boxes = [detect_faces(detector, f.image, config.detect_size) for f in frames]
-    return [b[: config.faces_per_frame] for b in boxes]
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -138,50 +74,29 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def process_video(item: VideoItem, config: PreprocessConfig, faces_dir: Path) -> VideoResult:
-    """Decode one video's sampled frames, find and crop its faces, save them as one .npy.
+def process_video(item: VideoItem, config: CropConfig, faces_dir: Path) -> VideoResult:
+    """Crop one video's faces and save them as one .npy; return its metadata and crop records.
 
     Never raises for a bad video: the failure becomes the result's status and error.
     """
     if item.missing:
         return _failure(item, "missing", f"{item.path}: listed by the dataset but not on disk")
     try:
-        info, frames = read_frames(item.path, **config.sampling)
-        boxes = _select_faces(frames, config)
+        faces = extract_faces(item.path, config)
     except VideoError as error:
         return _failure(item, error.status, str(error))
     except Exception as error:  # one broken video must never stop a run of thousands
         return _failure(item, "error", f"{item.path}: {type(error).__name__}: {error}")
+    npy_name = f"{item.video_id}.npy"
+    _save_npy(faces_dir / npy_name, faces.crops)
+    info = faces.info
     video_fields = {
         "fps": info.fps, "width": info.width, "height": info.height,
         "duration": info.duration, "n_frames": info.n_frames, "rotation": info.rotation,
+        "npy_path": f"{faces_dir.name}/{npy_name}", "n_frames_saved": faces.n_frames_with_faces,
+        "n_crops": len(faces.crops), "n_faces": faces.n_faces, "status": "ok", "error": "",
     }  # fmt: skip
-    if not any(boxes):
-        return _failure(item, "no_face", f"{item.path}: no face found in {len(frames)} frames")
-    face_ids = track_faces(boxes)
-    crops, records = [], []
-    for frame, frame_boxes, frame_ids in zip(frames, boxes, face_ids, strict=True):
-        for box, face_index in sorted(zip(frame_boxes, frame_ids, strict=True), key=lambda p: p[1]):
-            if config.use_face_detection:
-                crops.append(crop_face(frame.image, box, config.margin, config.crop_size))
-            else:
-                crops.append(letterbox(frame.image, config.crop_size))
-            records.append({
-                "video_id": item.video_id, "crop_index": len(records),
-                "frame_index": frame.index, "timestamp": round(frame.timestamp, 6),
-                "face_index": face_index, "x0": round(box.x0, 2), "y0": round(box.y0, 2),
-                "x1": round(box.x1, 2), "y1": round(box.y1, 2), "score": round(box.score, 4),
-            })  # fmt: skip
-    npy_name = f"{item.video_id}.npy"
-    _save_npy(faces_dir / npy_name, np.stack(crops))
-    video_fields |= {
-        "npy_path": f"{faces_dir.name}/{npy_name}",
-        "n_frames_saved": sum(1 for b in boxes if b),
-        "n_crops": len(crops),
-        "n_faces": len({i for ids in face_ids for i in ids}),
-        "status": "ok",
-        "error": "",
-    }
+    records = [{"video_id": item.video_id} | record for record in faces.records]
     return VideoResult(item.video_id, video_fields, records)
 
 
@@ -298,17 +213,20 @@ class VideoDataProcessor:
     ) -> None:
         if frame_sampling_rate and frames_per_video:
             raise PreprocessError("give frame_sampling_rate or frames_per_video, not both")
-        self.config = PreprocessConfig(
-            use_face_detection=use_face_detection,
-            face_detector=face_detector,
-            frames_per_video=None if frame_sampling_rate else (frames_per_video or 32),
-            frame_sampling_rate=frame_sampling_rate,
-            max_frames=max_frames,
-            crop_size=crop_size,
-            margin=margin,
-            faces_per_frame=faces_per_frame,
-            detect_size=detect_size,
-        )
+        try:
+            self.config = CropConfig(
+                use_face_detection=use_face_detection,
+                face_detector=face_detector,
+                frames_per_video=None if frame_sampling_rate else (frames_per_video or 32),
+                frame_sampling_rate=frame_sampling_rate,
+                max_frames=max_frames,
+                crop_size=crop_size,
+                margin=margin,
+                faces_per_frame=faces_per_frame,
+                detect_size=detect_size,
+            )
+        except ValueError as error:
+            raise PreprocessError(str(error)) from None
         if not dataset_dirs:
             raise PreprocessError("give at least one dataset folder")
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):

@@ -1,0 +1,132 @@
+"""One video to its face crops: sample frames, detect and track faces, crop them.
+
+Preprocessing and prediction both call `extract_faces`, so a model sees faces cropped
+exactly as the faces it was trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepfake_detect.faces import (
+    DETECTORS,
+    Box,
+    FaceDetector,
+    create_detector,
+    crop_face,
+    detect_faces,
+    letterbox,
+    track_faces,
+)
+from deepfake_detect.video import Frame, VideoError, VideoInfo, read_frames
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """Every parameter that shapes the crops (saved in preprocess.json and the model artifact)."""
+
+    use_face_detection: bool = True
+    face_detector: str = "dlib"
+    frames_per_video: int | None = 32
+    frame_sampling_rate: int | None = None
+    max_frames: int | None = None
+    crop_size: int = 256
+    margin: float = 0.3
+    faces_per_frame: int | None = None
+    detect_size: int = 640
+
+    def __post_init__(self) -> None:
+        if self.face_detector not in DETECTORS:
+            known = ", ".join(DETECTORS)
+            raise ValueError(f"unknown face detector {self.face_detector!r}; known: {known}")
+        for name in ("frames_per_video", "frame_sampling_rate", "max_frames", "faces_per_frame"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.frame_sampling_rate is None and self.frames_per_video is None:
+            raise ValueError("set frames_per_video or frame_sampling_rate")
+        if not 16 <= self.crop_size <= 2048:
+            raise ValueError(f"crop_size must be between 16 and 2048, got {self.crop_size}")
+        if not 0 <= self.margin <= 2:
+            raise ValueError(f"margin must be between 0 and 2, got {self.margin}")
+        if self.detect_size < 64:
+            raise ValueError(f"detect_size must be at least 64, got {self.detect_size}")
+
+    @classmethod
+    def from_dict(cls, parameters: dict[str, Any]) -> CropConfig:
+        """From preprocess.json's parameters (keys this version does not know are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in parameters.items() if k in names})
+
+    @property
+    def sampling(self) -> dict[str, int | None]:
+        """Either every Nth frame or N evenly spaced ones; the other is not used."""
+        if self.frame_sampling_rate:
+            return {"sampling_rate": self.frame_sampling_rate, "max_frames": self.max_frames}
+        return {"frames_per_video": self.frames_per_video, "max_frames": self.max_frames}
+
+
+@dataclass
+class FaceCrops:
+    """A video's crops (N, S, S, 3) with one record per crop tracing it to its frame and box."""
+
+    info: VideoInfo
+    crops: np.ndarray
+    records: list[dict[str, Any]]
+    n_frames_sampled: int
+
+    @property
+    def n_faces(self) -> int:
+        return len({r["face_index"] for r in self.records})
+
+    @property
+    def n_frames_with_faces(self) -> int:
+        return len({r["frame_index"] for r in self.records})
+
+
+@cache
+def _detector(name: str) -> FaceDetector:
+    """One detector per process, built on first use."""
+    return create_detector(name)
+
+
+def _select_faces(frames: list[Frame], config: CropConfig) -> list[list[Box]]:
+    """The boxes to crop in each frame: detected faces (largest first), or the whole frame."""
+    if not config.use_face_detection:
+        return [[Box(0, 0, f.image.shape[1], f.image.shape[0], float("nan"))] for f in frames]
+    detector = _detector(config.face_detector)
+    boxes = [detect_faces(detector, f.image, config.detect_size) for f in frames]
+    return [b[: config.faces_per_frame] for b in boxes]
+
+
+def extract_faces(path: Path, config: CropConfig) -> FaceCrops:
+    """Decode the sampled frames, find and track faces, crop each one.
+
+    Raises:
+        VideoError: the video cannot be read (its status says why), or no face was found
+            (status no_face).
+    """
+    info, frames = read_frames(path, **config.sampling)
+    boxes = _select_faces(frames, config)
+    if not any(boxes):
+        raise VideoError("no_face", f"{path}: no face found in {len(frames)} frames")
+    face_ids = track_faces(boxes)
+    crops, records = [], []
+    for frame, frame_boxes, frame_ids in zip(frames, boxes, face_ids, strict=True):
+        for box, face_index in sorted(zip(frame_boxes, frame_ids, strict=True), key=lambda p: p[1]):
+            if config.use_face_detection:
+                crops.append(crop_face(frame.image, box, config.margin, config.crop_size))
+            else:
+                crops.append(letterbox(frame.image, config.crop_size))
+            records.append({
+                "crop_index": len(records), "frame_index": frame.index,
+                "timestamp": round(frame.timestamp, 6), "face_index": face_index,
+                "x0": round(box.x0, 2), "y0": round(box.y0, 2), "x1": round(box.x1, 2),
+                "y1": round(box.y1, 2), "score": round(box.score, 4),
+            })  # fmt: skip
+    return FaceCrops(info, np.stack(crops), records, len(frames))
