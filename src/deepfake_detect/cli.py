@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -215,6 +216,9 @@ def train(
     weight_decay: Annotated[float, typer.Option(min=0.0)] = 1e-4,
     warmup_epochs: Annotated[float, typer.Option(min=0.0)] = 1.0,
     max_epochs: Annotated[int, typer.Option(min=1)] = 30,
+    max_minutes: Annotated[
+        float | None, typer.Option(min=0.01, help="Stop training after this much time.")
+    ] = None,
     patience: Annotated[
         int, typer.Option(min=1, help="Epochs without a better val video AUC before stopping.")
     ] = 5,
@@ -266,6 +270,150 @@ def train(
         f"EER {video['eer']:.4f})",
         highlight=False,
     )
+
+
+@app.command()
+def predict(
+    inputs: Annotated[list[str], typer.Argument(help="Video files, folders (recursive), globs.")],
+    model: Annotated[Path, typer.Option(help="Training run folder or its model artifact.")],
+    frames: Annotated[int, typer.Option(min=1, help="Evenly spaced frames per video.")] = 32,
+    aggregation: Annotated[
+        str, typer.Option(help="Frame scores to a person's: mean, median, max, vote, confident.")
+    ] = "mean",
+    threshold: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Override the artifact's threshold.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    backend: Annotated[str, typer.Option(help="torch, or onnx (after `export --onnx`).")] = "torch",
+    batch_size: Annotated[int, typer.Option(min=1, help="Crops per forward pass.")] = 64,
+    min_frames: Annotated[
+        int, typer.Option(min=1, help="Fewer frames with a face: too_few_frames.")
+    ] = 1,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write verdicts as JSON.")
+    ] = None,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Write verdicts as CSV.")] = None,
+    per_frame: Annotated[
+        bool, typer.Option(help="Per-frame scores in the JSON, and a *_frames.csv beside --csv.")
+    ] = False,
+    report: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
+    annotate: Annotated[
+        Path | None, typer.Option(help="Write the (first) video with scored face boxes here.")
+    ] = None,
+) -> None:
+    """Judge videos: a verdict per video and per person; exit 1 if some could not be scored."""
+    from deepfake_detect.artifact import ArtifactError
+    from deepfake_detect.inference import (
+        PredictError,
+        Predictor,
+        collect_videos,
+        verdict_table,
+        write_csv,
+        write_json,
+    )
+
+    try:
+        videos = collect_videos(inputs)
+        predictor = Predictor(
+            model, device=device, backend=backend, frames=frames, aggregation=aggregation,
+            threshold=threshold, batch_size=batch_size, min_frames=min_frames,
+        )  # fmt: skip
+    except (PredictError, ArtifactError) as error:
+        raise fail_usage(str(error)) from None
+    keep = report is not None
+    predictions = [predictor.predict(video, keep_crops=keep) for video in _progress(videos)]
+    console.print(verdict_table(predictions))
+    if json_path:
+        write_json(predictions, json_path, per_frame)
+    if csv_path:
+        write_csv(predictions, csv_path, per_frame)
+    if report:
+        from deepfake_detect.report import write_report
+
+        write_report(predictions, predictor, report)
+        console.print(f"report: {report}", highlight=False)
+    if annotate:
+        from deepfake_detect.report import annotate_video
+
+        scored = [p for p in predictions if p.frames]
+        if scored:
+            annotate_video(scored[0], annotate)
+            console.print(f"annotated video: {annotate}", highlight=False)
+    if not all(p.scored for p in predictions):
+        raise typer.Exit(code=1)
+
+
+def _progress(items: list) -> Iterator:
+    """Iterate with a progress bar on the console."""
+    from rich.progress import track
+
+    return track(items, description="predict", console=console, transient=True)
+
+
+@app.command()
+def evaluate(
+    data: Annotated[Path, typer.Argument(help="A preprocessed folder, or a labelled dataset.")],
+    model: Annotated[Path, typer.Option(help="Training run folder or its model artifact.")],
+    output_dir: Annotated[Path, typer.Option(help="Gets evaluation.json, videos.csv, PNGs.")],
+    dataset_format: Annotated[
+        DatasetFormat, typer.Option(help="Layout of raw videos (auto reads a stage-1 folder).")
+    ] = DatasetFormat.auto,
+    split: Annotated[str | None, typer.Option(help="Only this split: train, val or test.")] = None,
+    splits_dir: Annotated[
+        Path | None, typer.Option(help="FF++ official split files, for raw FF++.")
+    ] = None,
+    frames: Annotated[int, typer.Option(min=1, help="Frames per raw video.")] = 32,
+    aggregation: Annotated[str, typer.Option(help="mean, median, max, vote, confident.")] = "mean",
+    threshold: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Override the artifact's threshold.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    backend: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    min_frames: Annotated[int, typer.Option(min=1)] = 1,
+    quiet: Annotated[bool, typer.Option(help="No progress or tables.")] = False,
+) -> None:
+    """Score a labelled set: AUC, EER, AP, accuracy, log loss, confusion, per method, plots."""
+    from deepfake_detect.artifact import ArtifactError
+    from deepfake_detect.data import DataError
+    from deepfake_detect.datasets import DatasetError
+    from deepfake_detect.evaluate import evaluate as run_evaluation
+    from deepfake_detect.inference import PredictError, Predictor
+
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        predictor = Predictor(
+            model, device=device, backend=backend, frames=frames, aggregation=aggregation,
+            threshold=threshold, batch_size=batch_size, min_frames=min_frames,
+        )  # fmt: skip
+        result = run_evaluation(
+            data, predictor, output_dir, dataset_format=dataset_format.value, split=split,
+            splits_dir=splits_dir, progress=not quiet, console=console,
+        )  # fmt: skip
+    except (DataError, DatasetError, PredictError, ArtifactError, OSError) as error:
+        raise fail_usage(str(error)) from None
+    console.print(f"evaluation: {result.output_dir / 'evaluation.json'}", highlight=False)
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Argument(help="Training run folder or its model artifact.")],
+    onnx: Annotated[
+        bool, typer.Option("--onnx", help="Write model.onnx beside the weights.")
+    ] = False,
+    output: Annotated[Path | None, typer.Option(help="Where to write [default: beside].")] = None,
+) -> None:
+    """Export a model for other runtimes (ONNX, checked against torch within 1e-4)."""
+    from deepfake_detect.artifact import ArtifactError
+    from deepfake_detect.export import ExportError, export_onnx
+
+    if not onnx:
+        raise fail_usage("choose a format: --onnx")
+    try:
+        path = export_onnx(model, output)
+    except (ArtifactError, ExportError) as error:
+        raise fail_usage(str(error)) from None
+    console.print(f"ONNX model: {path} (predict with --backend onnx)", highlight=False)
 
 
 @app.command()

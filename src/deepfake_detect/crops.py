@@ -6,6 +6,7 @@ exactly as the faces it was trained on.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
@@ -79,6 +80,7 @@ class FaceCrops:
     crops: np.ndarray
     records: list[dict[str, Any]]
     n_frames_sampled: int
+    timings: dict[str, float]
 
     @property
     def n_faces(self) -> int:
@@ -111,8 +113,11 @@ def extract_faces(path: Path, config: CropConfig) -> FaceCrops:
         VideoError: the video cannot be read (its status says why), or no face was found
             (status no_face).
     """
+    start = time.perf_counter()
     info, frames = read_frames(path, **config.sampling)
+    decoded = time.perf_counter()
     boxes = _select_faces(frames, config)
+    detected = time.perf_counter()
     if not any(boxes):
         raise VideoError("no_face", f"{path}: no face found in {len(frames)} frames")
     face_ids = track_faces(boxes)
@@ -129,4 +134,5 @@ def extract_faces(path: Path, config: CropConfig) -> FaceCrops:
                 "x0": round(box.x0, 2), "y0": round(box.y0, 2), "x1": round(box.x1, 2),
                 "y1": round(box.y1, 2), "score": round(box.score, 4),
             })  # fmt: skip
-    return FaceCrops(info, np.stack(crops), records, len(frames))
+    timings = {"decode": decoded - start, "detect": detected - decoded}
+    return FaceCrops(info, np.stack(crops), records, len(frames), timings)

@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import albumentations as A
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from deepfake_detect.models import ModelConfig
+from deepfake_detect.models import ModelConfig, to_model_input
 from deepfake_detect.synth import SelfBlendSource
 
 AUGMENTATIONS = ("none", "light", "strong")
@@ -213,9 +212,7 @@ class CropDataset(Dataset):
         augmentation: A.Compose | None = None,
     ) -> None:
         self.table = table
-        self.size = model_config.input_size
-        self.mean = np.array(model_config.mean, np.float32) * 255
-        self.std = np.array(model_config.std, np.float32) * 255
+        self.model_config = model_config
         self.augmentation = augmentation
 
     def __len__(self) -> int:
@@ -232,9 +229,7 @@ class CropDataset(Dataset):
         if self.augmentation is not None:
             self.augmentation.set_random_seed(key.seed)
             image = self.augmentation(image=image)["image"]
-        if image.shape[0] != self.size:
-            image = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_AREA)
-        tensor = torch.from_numpy(((image - self.mean) / self.std).transpose(2, 0, 1).copy())
+        tensor = torch.from_numpy(to_model_input(image[None], self.model_config)[0])
         return tensor, torch.tensor(label, dtype=torch.float32), key.video
 
 

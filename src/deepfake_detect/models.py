@@ -16,6 +16,8 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import cv2
+import numpy as np
 import timm
 import timm.data
 import torch
@@ -358,3 +360,15 @@ def gradcam_layer(model: nn.Module) -> nn.Module:
     if not convolutions:
         raise ModelError(f"{type(model).__name__} has no convolution to hook for Grad-CAM")
     return convolutions[-1]
+
+
+def to_model_input(crops: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """uint8 crops (N, S, S, 3) -> the float32 NCHW batch the network takes: resized to the
+    model's input size and normalised with its mean and std (training, prediction and
+    Grad-CAM all go through here, so they see the same pixels)."""
+    size = config.input_size
+    if crops.shape[1] != size or crops.shape[2] != size:
+        crops = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops])
+    mean = np.array(config.mean, np.float32).reshape(1, 3, 1, 1) * 255
+    std = np.array(config.std, np.float32).reshape(1, 3, 1, 1) * 255
+    return np.ascontiguousarray((crops.transpose(0, 3, 1, 2).astype(np.float32) - mean) / std)

@@ -12,6 +12,7 @@ import logging
 import math
 import random
 from dataclasses import asdict, dataclass, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     max_epochs: int = 30
+    max_minutes: float | None = None
     patience: int = 5
     target_auc: float | None = None
     num_workers: int = 0
@@ -97,6 +99,7 @@ class TrainConfig:
             (self.batch_size >= 1, "batch_size must be at least 1"),
             (self.crops_per_video >= 1, "crops_per_video must be at least 1"),
             (self.max_epochs >= 1, "max_epochs must be at least 1"),
+            (self.max_minutes is None or self.max_minutes > 0, "max_minutes must be positive"),
             (0 <= self.self_blend < 1, "self_blend must be in [0, 1)"),
             (self.lr > 0, "lr must be positive"),
             (self.target_auc is None or 0 < self.target_auc <= 1, "target_auc must be in (0, 1]"),
@@ -400,6 +403,7 @@ def build_trainer(config: TrainConfig) -> L.Trainer:
     ]
     return L.Trainer(
         default_root_dir=config.output_dir, max_epochs=config.max_epochs,
+        max_time=None if config.max_minutes is None else timedelta(minutes=config.max_minutes),
         accelerator=config.accelerator, devices=config.devices, strategy=config.strategy,
         precision=_precision(config), gradient_clip_val=config.gradient_clip or None,
         callbacks=callbacks, logger=loggers, deterministic=True, num_sanity_val_steps=0,

@@ -7,7 +7,7 @@ seeking per sampled frame is 5-10x slower on long-GOP H.264.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -152,31 +152,48 @@ def probe(path: Path) -> VideoInfo:
     return VideoInfo(fps, width, height, duration, n_frames or _count_frames(path), rotation, codec)
 
 
-def _decode_frames(
-    container: av.container.InputContainer, wanted: list[int], fps: float
-) -> tuple[list[Frame], int]:
-    """Decode in order, convert only the wanted indices; skip packets the decoder rejects.
-
-    Returns the frames and how many frames were decoded in all.
-    """
-    stream = container.streams.video[0]
-    wanted_set, last = set(wanted), wanted[-1]
-    frames: list[Frame] = []
-    index = 0
-    for packet in container.demux(stream):
+def _decoded(container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
+    """Every frame in decode order; packets the decoder rejects are skipped, not fatal."""
+    for packet in container.demux(container.streams.video[0]):
         try:
             decoded = packet.decode()
         except av.error.FFmpegError:
             continue
-        for frame in decoded:
-            if index in wanted_set:
-                timestamp = float(frame.time) if frame.time is not None else index / fps
-                image = _upright(frame.to_ndarray(format="rgb24"), _clockwise_rotation(frame))
-                frames.append(Frame(index, timestamp, image))
-            index += 1
-            if index > last:
-                return frames, index
-    return frames, index
+        yield from decoded
+
+
+def _to_frame(index: int, frame: av.VideoFrame, fps: float) -> Frame:
+    timestamp = float(frame.time) if frame.time is not None else index / fps
+    return Frame(
+        index, timestamp, _upright(frame.to_ndarray(format="rgb24"), _clockwise_rotation(frame))
+    )
+
+
+def _decode_frames(
+    container: av.container.InputContainer, wanted: list[int], fps: float
+) -> tuple[list[Frame], int]:
+    """Decode in order, convert only the wanted indices.
+
+    Returns the frames and how many frames were decoded in all.
+    """
+    wanted_set, last = set(wanted), wanted[-1]
+    frames: list[Frame] = []
+    count = 0
+    for index, frame in enumerate(_decoded(container)):
+        count = index + 1
+        if index in wanted_set:
+            frames.append(_to_frame(index, frame, fps))
+        if index >= last:
+            break
+    return frames, count
+
+
+def iter_frames(path: Path) -> Iterator[Frame]:
+    """Every frame of a video, upright, numbered as `read_frames` numbers them."""
+    fps = probe(path).fps
+    with _open(path) as container:
+        for index, frame in enumerate(_decoded(container)):
+            yield _to_frame(index, frame, fps)
 
 
 def read_frames(

@@ -1,0 +1,373 @@
+"""Evaluate a model on labelled data: video and frame metrics, per manipulation method, plots.
+
+DATA is either a stage-1 output folder, whose crops are scored straight from their npy files
+(no decoding, no detection), or a raw labelled dataset read by a stage-1 adapter, whose videos
+are judged exactly as `predict` judges them. Videos that cannot be scored stay in the table
+with their status and are left out of the metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from numpy.typing import ArrayLike
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+from sklearn.metrics import roc_curve
+
+from deepfake_detect.data import DataError, read_metadata
+from deepfake_detect.datasets import DatasetError, VideoItem, discover
+from deepfake_detect.inference import Predictor
+from deepfake_detect.metrics import METRIC_NAMES, binary_metrics, confusion
+
+VIDEO_COLUMNS = ["video_id", "path", "label", "method", "split", "status", "error",
+                 "probability", "prediction", "n_frames"]  # fmt: skip
+RANK_METRICS = ("auc", "eer", "ap", "tpr_at_fpr_1", "tpr_at_fpr_5")
+PREPROCESSED = "preprocessed"
+
+Tracker = Callable[[Iterable[Any], int], Iterator[Any]]
+
+
+@dataclass
+class EvaluationResult:
+    """What `evaluate` wrote: the summary (evaluation.json) and the per-video table (videos.csv).
+
+    Undefined metrics are NaN in `summary` and null in evaluation.json.
+    """
+
+    summary: dict[str, Any]
+    videos: pd.DataFrame
+    output_dir: Path
+
+
+def evaluate(
+    data: Path,
+    predictor: Predictor,
+    output_dir: Path,
+    *,
+    dataset_format: str = "auto",
+    split: str | None = None,
+    splits_dir: Path | None = None,
+    progress: bool = True,
+    console: Console | None = None,
+) -> EvaluationResult:
+    """Score every video of DATA, compute the metrics and write the summary, table and plots.
+
+    Args:
+        data: a stage-1 output folder (has metadata.csv), or a labelled dataset for
+            `datasets.discover`.
+        predictor: the loaded model; its aggregation rule and threshold are used.
+        output_dir: receives evaluation.json, videos.csv, roc.png and scores.png.
+        dataset_format: auto (a preprocessed folder first, then the adapters' detection), or
+            an adapter name to read DATA as a raw dataset.
+        split: only the videos of this split (train, val or test).
+        splits_dir: FF++'s official split files (raw ffpp datasets only).
+        progress: show a progress bar and print the metrics table.
+        console: where progress and tables go (default: stderr).
+
+    Raises:
+        DataError: a preprocessed folder that cannot be read, or no video of `split`.
+        DatasetError: DATA is neither a preprocessed folder nor a readable dataset.
+    """
+    data, output_dir = Path(data), Path(output_dir)
+    console = console or Console(stderr=True)
+
+    def tracker(items: Iterable[Any], total: int) -> Iterator[Any]:
+        return track(items, "evaluating", total=total, console=console, disable=not progress)
+
+    if dataset_format == "auto" and (data / "metadata.csv").is_file():
+        source = PREPROCESSED
+        videos, frames = _score_preprocessed(data, predictor, split, tracker)
+    else:
+        source, items = _discover(data, dataset_format, splits_dir)
+        table = _select_split(_items_table(items), split, data)
+        videos, frames = _score_raw(table, predictor, tracker)
+    scored = videos.probability.notna()
+    videos["prediction"] = (videos.probability >= predictor.threshold).astype("Int64")
+    videos.loc[~scored, "prediction"] = pd.NA
+    videos = videos.reindex(columns=VIDEO_COLUMNS)
+    header = {"data": str(data), "source": source, "split": split,
+              "model": str(predictor.model_path), "aggregation": predictor.aggregation}  # fmt: skip
+    summary = header | summarise(videos, frames, predictor.threshold)
+    _write_outputs(output_dir, summary, videos)
+    if progress:
+        for part in console_report(summary):
+            console.print(part, highlight=False)
+        console.print(f"written to {output_dir}", highlight=False)
+    return EvaluationResult(summary, videos, output_dir)
+
+
+# --- reading and scoring ---------------------------------------------------------------------
+
+
+def _discover(
+    data: Path, dataset_format: str, splits_dir: Path | None
+) -> tuple[str, list[VideoItem]]:
+    try:
+        return discover(data, dataset_format, splits_dir)
+    except DatasetError as error:
+        if dataset_format != "auto":
+            raise
+        raise DatasetError(
+            f"{data}: not a preprocessed folder (no metadata.csv) nor a dataset: {error}"
+        ) from None
+
+
+def _items_table(items: list[VideoItem]) -> pd.DataFrame:
+    """A raw dataset's videos as rows like metadata.csv's (missing files get their status)."""
+    rows = [{"video_id": item.video_id, "path": str(item.path), "label": item.label,
+             "method": item.method, "split": item.split or "",
+             "status": "missing" if item.missing else "ok",
+             "error": f"{item.path}: listed by the dataset but not on disk" if item.missing else ""}
+            for item in items]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _select_split(table: pd.DataFrame, split: str | None, data: Path) -> pd.DataFrame:
+    if split is None:
+        return table.reset_index(drop=True)
+    rows = table[table.split == split]
+    if rows.empty:
+        found = ", ".join(sorted(map(str, set(table.split) - {""}))) or "none"
+        raise DataError(f"{data}: no videos of split {split!r} (splits found: {found})")
+    return rows.reset_index(drop=True)
+
+
+def _score_raw(
+    table: pd.DataFrame, predictor: Predictor, tracker: Tracker
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Judge each video with `predictor.predict`; return the video and frame tables."""
+    videos = table.assign(probability=math.nan, n_frames=0)
+    frames = []
+    for index, video in tracker(videos.iterrows(), len(videos)):
+        if video.status != "ok":
+            continue
+        prediction = predictor.predict(Path(video.path))
+        probabilities = [frame.probability for frame in prediction.frames]
+        videos.loc[index, ["status", "error", "n_frames"]] = [
+            prediction.status, prediction.error, len(probabilities)
+        ]  # fmt: skip
+        if prediction.scored:
+            videos.loc[index, "probability"] = prediction.probability
+            frames.append(_frames(video, probabilities))
+    return videos, _concat(frames)
+
+
+def _score_preprocessed(
+    data: Path, predictor: Predictor, split: str | None, tracker: Tracker
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score each ok video's crops from its npy; persons as crops.csv's face_index says."""
+    table, root = read_metadata(data)
+    table = _select_split(table, split, data)
+    videos = table.reindex(columns=["video_id", "path", "label", "method", "split", "status",
+                                    "error"], fill_value="")  # fmt: skip
+    faces = _face_indices(root / "crops.csv")
+    videos = videos.assign(probability=math.nan, n_frames=0)
+    frames = []
+    for index, video in tracker(table.iterrows(), len(table)):
+        if video.status != "ok":
+            continue
+        try:
+            crops = _load_crops(root / video.npy_path)
+        except ValueError as error:
+            videos.loc[index, ["status", "error"]] = ["npy_error", str(error)]
+            continue
+        probabilities = predictor.probabilities(predictor.score_crops(crops))
+        face = faces.get(video.video_id, ())
+        # crops.csv rows that do not match the npy cannot say who is who: one person then
+        face = face if len(face) == len(crops) else np.zeros(len(crops), int)
+        judgement = predictor.judge(video.video_id, face, probabilities)
+        videos.loc[index, ["status", "error", "n_frames"]] = [
+            judgement.status, judgement.error, len(crops)
+        ]  # fmt: skip
+        if judgement.probability is not None:
+            videos.loc[index, "probability"] = judgement.probability
+            frames.append(_frames(video, probabilities, face))
+    return videos, _concat(frames)
+
+
+def _frames(video: pd.Series, probabilities: ArrayLike, face: ArrayLike = 0) -> pd.DataFrame:
+    """One video's scored crops as rows of the frame table (face: its track, per crop)."""
+    return pd.DataFrame({"video_id": video.video_id, "face": face, "label": int(video.label),
+                         "probability": np.asarray(probabilities, np.float64)})  # fmt: skip
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    columns = ["video_id", "face", "label", "probability"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def _face_indices(crops_csv: Path) -> dict[str, np.ndarray]:
+    """Each video's face index per crop, in crop order; empty without crops.csv."""
+    if not crops_csv.is_file():
+        return {}
+    crops = pd.read_csv(crops_csv, usecols=["video_id", "crop_index", "face_index"],
+                        dtype={"video_id": str})  # fmt: skip
+    crops = crops.sort_values(["video_id", "crop_index"])
+    return {video_id: group.face_index.to_numpy() for video_id, group in crops.groupby("video_id")}
+
+
+def _load_crops(path: Path) -> np.ndarray:
+    """A video's crops, memory-mapped and never unpickled; ValueError naming an unusable file."""
+    if not path.is_file():
+        raise ValueError(f"{path}: npy file missing")
+    try:
+        crops = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a readable npy of crops ({error})") from None
+    if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[-1] != 3 or len(crops) == 0:
+        raise ValueError(f"{path}: expected uint8 crops (N, S, S, 3), found {crops.dtype} "
+                         f"{crops.shape}")  # fmt: skip
+    return crops
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+def summarise(videos: pd.DataFrame, frames: pd.DataFrame, threshold: float) -> dict[str, Any]:
+    """Counts, unscored videos by status, frame and video metrics, and video metrics per method.
+
+    Each method's fakes are measured against all real videos. Metrics that need both classes
+    are NaN when one is absent, and `notes` says why.
+    """
+    scored = videos[videos.probability.notna()]
+    unscored = videos.status[videos.probability.isna()].value_counts()
+    counts = {"videos": len(videos), "scored": len(scored),
+              "real": int((scored.label == 0).sum()), "fake": int((scored.label == 1).sum()),
+              "frames": len(frames)}  # fmt: skip
+    return {
+        "threshold": threshold,
+        "counts": counts,
+        "n_unscored": {str(status): int(n) for status, n in unscored.items()},
+        "video": _video_metrics(scored, threshold),
+        "frame": binary_metrics(frames.label.astype(int), frames.probability, threshold),
+        "per_method": {
+            method: _video_metrics(subset, threshold)
+            for method, subset in method_subsets(scored).items()
+        },
+        "notes": _notes(counts),
+    }
+
+
+def _video_metrics(videos: pd.DataFrame, threshold: float) -> dict[str, Any]:
+    labels, probabilities = videos.label.astype(int), videos.probability
+    return binary_metrics(labels, probabilities, threshold) | {
+        "confusion": confusion(labels, probabilities, threshold),
+        "n_real": int((labels == 0).sum()),
+        "n_fake": int((labels == 1).sum()),
+    }
+
+
+def method_subsets(videos: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """For each manipulation method named among the fakes: its fakes plus every real video."""
+    fakes = videos[videos.label == 1]
+    methods = sorted({str(m) for m in fakes.method.fillna("") if str(m)})
+    return {m: videos[(videos.label == 0) | (videos.method == m)] for m in methods}
+
+
+def _notes(counts: dict[str, int]) -> list[str]:
+    if counts["scored"] == 0:
+        return ["no video could be scored: every metric is undefined"]
+    if counts["real"] and counts["fake"]:
+        return []
+    present = "real" if counts["real"] else "fake"
+    return [f"only {present} videos were scored: {', '.join(RANK_METRICS)} need both classes "
+            "and are undefined"]  # fmt: skip
+
+
+# --- outputs ---------------------------------------------------------------------------------
+
+
+def _write_outputs(output_dir: Path, summary: dict[str, Any], videos: pd.DataFrame) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_without_nan(summary), indent=2, allow_nan=False)
+    (output_dir / "evaluation.json").write_text(text + "\n", encoding="utf-8")
+    videos.to_csv(output_dir / "videos.csv", index=False)
+    scored = videos[videos.probability.notna()]
+    plot_roc(scored, summary).savefig(output_dir / "roc.png", dpi=100)
+    plot_scores(scored, summary["threshold"]).savefig(output_dir / "scores.png", dpi=100)
+
+
+def _without_nan(value: Any) -> Any:
+    """NaN becomes None (JSON null), in nested dicts and lists."""
+    if isinstance(value, dict):
+        return {key: _without_nan(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_nan(item) for item in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def plot_roc(scored: pd.DataFrame, summary: dict[str, Any]) -> Figure:
+    """Video-level ROC of all videos and of each method, with the AUCs in the legend."""
+    figure = Figure(figsize=(5.5, 5), layout="constrained")
+    axes = figure.subplots()
+    curves = {"all videos": (scored, summary["video"]["auc"])} | {
+        method: (subset, summary["per_method"][method]["auc"])
+        for method, subset in method_subsets(scored).items()
+    }
+    for name, (videos, auc) in curves.items():
+        if not math.isnan(auc):
+            fpr, tpr, _ = roc_curve(videos.label.astype(int), videos.probability)
+            axes.plot(fpr, tpr, linewidth=2 if name == "all videos" else 1,
+                      label=f"{name} (AUC {auc:.3f})")  # fmt: skip
+    axes.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(loc="lower right", fontsize="small")
+    else:
+        axes.text(0.5, 0.5, "ROC needs real and fake videos", ha="center", va="center")
+    axes.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1),
+             ylim=(0, 1.01), title="ROC, video level")  # fmt: skip
+    return figure
+
+
+def plot_scores(scored: pd.DataFrame, threshold: float) -> Figure:
+    """Histogram of video probabilities, real against fake, with the decision threshold."""
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    axes = figure.subplots()
+    bins = np.linspace(0, 1, 21)
+    for label, name, colour in ((0, "real", "tab:green"), (1, "fake", "tab:red")):
+        values = scored.probability[scored.label == label]
+        axes.hist(values, bins=bins, alpha=0.6, color=colour, label=f"{name} ({len(values)})")
+    axes.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
+    axes.set(xlabel="P(fake) per video", ylabel="videos", xlim=(0, 1), title="video scores")
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.legend(fontsize="small")
+    return figure
+
+
+def console_report(summary: dict[str, Any]) -> list[Table | str]:
+    """The console view: main metrics at video and frame level, counts, one line per method."""
+    counts, video = summary["counts"], summary["video"]
+    main = Table(title="evaluation")
+    for column in ("metric", "video", "frame"):
+        main.add_column(column, justify="left" if column == "metric" else "right")
+    for name in METRIC_NAMES:
+        main.add_row(name, _cell(video[name]), _cell(summary["frame"][name]))
+    unscored = ", ".join(f"{status} {n}" for status, n in summary["n_unscored"].items())
+    cells = " ".join(f"{name} {n}" for name, n in video["confusion"].items())
+    lines = [f"{counts['scored']} of {counts['videos']} videos scored ({counts['real']} real, "
+             f"{counts['fake']} fake){'; not scored: ' + unscored if unscored else ''}",
+             f"threshold {summary['threshold']:.3f}: {cells}", *summary["notes"]]  # fmt: skip
+    if not summary["per_method"]:
+        return [main, *lines]
+    methods = Table(title="per method (its fakes against all real videos)")
+    for column in ("method", "fakes", "auc", "ap", "eer", "accuracy"):
+        methods.add_column(column, justify="left" if column == "method" else "right")
+    for method, metrics in summary["per_method"].items():
+        methods.add_row(method, str(metrics["n_fake"]),
+                        *(_cell(metrics[k]) for k in ("auc", "ap", "eer", "accuracy")))  # fmt: skip
+    return [main, *lines, methods]
+
+
+def _cell(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.3f}"

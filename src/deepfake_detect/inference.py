@@ -1,0 +1,327 @@
+"""Stage 3: a trained model and videos in; a calibrated verdict per video and per person out.
+
+`Predictor` loads the model artifact once, crops faces with the artifact's own stage-1
+parameters (crops.py), scores them in batches, and aggregates frame scores per person (face
+track) and then per video. A video that cannot be scored gets a status and no probability,
+never a silent 0.5.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from rich.table import Table
+from scipy.special import expit
+
+from deepfake_detect.artifact import ModelArtifact, load_artifact, read_artifact
+from deepfake_detect.crops import CropConfig, extract_faces
+from deepfake_detect.metrics import AGGREGATIONS
+from deepfake_detect.models import to_model_input
+from deepfake_detect.video import VideoError, is_video_file
+
+BACKENDS = ("torch", "onnx")
+# A face track shorter than this share of the main person's is reported but not used for the
+# verdict: one-frame tracks are mostly false detections.
+MIN_TRACK_SHARE = 0.25
+
+
+class PredictError(ValueError):
+    """Bad usage of predict (unknown option, no videos found); one clear line."""
+
+
+@dataclass
+class FrameScore:
+    """One scored face crop: where it is in the video and its calibrated fake probability."""
+
+    crop_index: int
+    frame_index: int
+    timestamp: float
+    face_index: int
+    probability: float
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+
+@dataclass
+class PersonScore:
+    """One person (face track): the aggregated probability over its frames."""
+
+    face_index: int
+    probability: float
+    n_frames: int
+    counted: bool
+
+
+@dataclass
+class Judgement:
+    """A video's persons and, when it could be scored, its probability and verdict."""
+
+    persons: list[PersonScore]
+    probability: float | None
+    verdict: str | None
+    status: str
+    error: str
+
+
+@dataclass
+class VideoPrediction:
+    """The verdict on one video; `probability` and `verdict` are None unless status is ok."""
+
+    path: str
+    status: str
+    error: str = ""
+    probability: float | None = None
+    verdict: str | None = None
+    threshold: float = 0.5
+    aggregation: str = "mean"
+    persons: list[PersonScore] = field(default_factory=list)
+    frames: list[FrameScore] = field(default_factory=list)
+    video: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    crops: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def scored(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self, per_frame: bool = False) -> dict[str, Any]:
+        """JSON-ready summary (per-frame scores only when asked: they can be long)."""
+        summary = {k: v for k, v in asdict(self).items() if k not in {"crops", "frames"}}
+        if per_frame:
+            summary["frames"] = [asdict(f) for f in self.frames]
+        return summary
+
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def torch_runner(network: torch.nn.Module, device: torch.device) -> Runner:
+    """Float NCHW batch (numpy) -> logits (numpy), with the network on `device`."""
+    network = network.to(device).eval()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return network(torch.from_numpy(batch).to(device)).float().cpu().numpy()
+
+    return run
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in {"cpu", "cuda"} and not device.startswith("cuda:"):
+        raise PredictError(f"unknown device {device!r}; use auto, cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PredictError("--device cuda asked for, but no CUDA GPU is available")
+    return torch.device(device)
+
+
+class Predictor:
+    """A loaded model ready to judge videos.
+
+    Args:
+        model: the artifact (a training run folder, its model/ folder or model.json).
+        device: auto, cpu or cuda.
+        backend: torch, or onnx (onnxruntime on CPU; needs `deepfake-detect export --onnx`).
+        frames: evenly spaced frames sampled per video.
+        aggregation: how frame scores become a person's score (metrics.AGGREGATIONS).
+        threshold: decision threshold on the calibrated probability; default the artifact's.
+        batch_size: crops per forward pass.
+        min_frames: a video whose main person is seen in fewer frames is too_few_frames.
+    """
+
+    def __init__(
+        self,
+        model: Path,
+        *,
+        device: str = "auto",
+        backend: str = "torch",
+        frames: int = 32,
+        aggregation: str = "mean",
+        threshold: float | None = None,
+        batch_size: int = 64,
+        min_frames: int = 1,
+    ) -> None:
+        if aggregation not in AGGREGATIONS:
+            known = ", ".join(AGGREGATIONS)
+            raise PredictError(f"unknown aggregation {aggregation!r}; known: {known}")
+        if backend not in BACKENDS:
+            raise PredictError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+        if threshold is not None and not 0 <= threshold <= 1:
+            raise PredictError(f"threshold must be between 0 and 1, got {threshold}")
+        self.model_path = Path(model)
+        self.device = resolve_device(device) if backend == "torch" else torch.device("cpu")
+        self.artifact, self.run_model = self._load(backend)
+        self.crop_config = replace(
+            CropConfig.from_dict(self.artifact.preprocessing),
+            frames_per_video=frames,
+            frame_sampling_rate=None,
+            max_frames=None,
+        )
+        self.aggregation = aggregation
+        self.threshold = self.artifact.threshold if threshold is None else threshold
+        self.batch_size, self.min_frames = batch_size, min_frames
+
+    def _load(self, backend: str) -> tuple[ModelArtifact, Runner]:
+        if backend == "onnx":
+            from deepfake_detect.export import onnx_runner
+
+            artifact, weights = read_artifact(self.model_path)
+            return artifact, onnx_runner(weights.parent)
+        network, artifact = load_artifact(self.model_path)
+        return artifact, torch_runner(network, self.device)
+
+    def score_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Logits of uint8 crops (N, S, S, 3), resized to the model's input, in batches."""
+        logits = [
+            self.run_model(
+                to_model_input(crops[start : start + self.batch_size], self.artifact.model)
+            )
+            for start in range(0, len(crops), self.batch_size)
+        ]
+        return np.concatenate(logits) if logits else np.zeros(0, np.float32)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated fake probabilities (the artifact's temperature)."""
+        return expit(logits / self.artifact.temperature)
+
+    def predict(self, path: Path, keep_crops: bool = False) -> VideoPrediction:
+        """Judge one video. Never raises for a bad video: its status and error say why."""
+        base = {"path": str(path), "threshold": self.threshold, "aggregation": self.aggregation}
+        try:
+            faces = extract_faces(Path(path), self.crop_config)
+        except VideoError as error:
+            return VideoPrediction(status=error.status, error=str(error), **base)
+        except Exception as error:  # a batch of videos goes on past any one of them
+            return VideoPrediction(status="error", error=f"{path}: {error}", **base)
+        start = time.perf_counter()
+        probabilities = self.probabilities(self.score_crops(faces.crops))
+        timings = faces.timings | {"model": time.perf_counter() - start}
+        frames = [FrameScore(**{k: r[k] for k in ("crop_index", "frame_index", "timestamp",
+                                                  "face_index", "x0", "y0", "x1", "y1")},
+                             probability=float(p))
+                  for r, p in zip(faces.records, probabilities, strict=True)]  # fmt: skip
+        judgement = self.judge(str(path), [f.face_index for f in frames], probabilities)
+        info = faces.info
+        video = {"fps": info.fps, "width": info.width, "height": info.height,
+                 "duration": info.duration, "n_frames": info.n_frames, "rotation": info.rotation,
+                 "frames_sampled": faces.n_frames_sampled}  # fmt: skip
+        return VideoPrediction(
+            status=judgement.status, error=judgement.error, probability=judgement.probability,
+            verdict=judgement.verdict, persons=judgement.persons, frames=frames, video=video,
+            timings=timings, crops=faces.crops if keep_crops else None, **base,
+        )  # fmt: skip
+
+    def judge(
+        self, name: str, face_indices: Sequence[int], probabilities: Sequence[float]
+    ) -> Judgement:
+        """Aggregate each person's (face track's) frame probabilities with the rule; the video
+        takes the highest of the tracks that count, and needs `min_frames` of its main person."""
+        rule = AGGREGATIONS[self.aggregation]
+        tracks: dict[int, list[float]] = {}
+        for face, probability in zip(face_indices, probabilities, strict=True):
+            tracks.setdefault(int(face), []).append(float(probability))
+        longest = max(len(scores) for scores in tracks.values())
+        persons = [
+            PersonScore(face, float(rule(np.array(scores))), len(scores),
+                        len(scores) >= MIN_TRACK_SHARE * longest)
+            for face, scores in sorted(tracks.items())
+        ]  # fmt: skip
+        if longest < self.min_frames:
+            message = f"{name}: a face in only {longest} frames (at least {self.min_frames} needed)"
+            return Judgement(persons, None, None, "too_few_frames", message)
+        probability = max(p.probability for p in persons if p.counted)
+        verdict = "FAKE" if probability >= self.threshold else "REAL"
+        return Judgement(persons, probability, verdict, "ok", "")
+
+
+def predict_video(path: Path | str, model: Path | str, **options: Any) -> VideoPrediction:
+    """Judge one video with a model artifact (options as for `Predictor`)."""
+    return Predictor(Path(model), **options).predict(Path(path))
+
+
+def collect_videos(inputs: Sequence[str]) -> list[Path]:
+    """Files, folders (searched recursively for videos) and glob patterns -> video paths.
+
+    A folder with no video or a pattern matching nothing is an error; a file is taken as
+    given whatever its extension (a bad one gets a per-video status, not an error here).
+    """
+    found: list[Path] = []
+    for text in inputs:
+        path = Path(text)
+        if path.is_dir():
+            videos = sorted(p for p in path.rglob("*") if p.is_file() and is_video_file(p))
+            if not videos:
+                raise PredictError(f"{path}: no videos found in this folder")
+            found += videos
+        elif path.exists() or not glob.has_magic(text):
+            found.append(path)
+        else:
+            matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
+            if not matches:
+                raise PredictError(f"{text}: no file matches this pattern")
+            found += matches
+    return list(dict.fromkeys(found))
+
+
+VIDEO_COLUMNS = ["path", "status", "verdict", "probability", "threshold", "n_persons",
+                 "n_frames_scored", "aggregation", "error"]  # fmt: skip
+
+
+def videos_table(predictions: Sequence[VideoPrediction]) -> pd.DataFrame:
+    """One row per video (the --csv schema)."""
+    rows = [{"path": p.path, "status": p.status, "verdict": p.verdict,
+             "probability": p.probability, "threshold": p.threshold,
+             "n_persons": len(p.persons), "n_frames_scored": len(p.frames),
+             "aggregation": p.aggregation, "error": p.error} for p in predictions]  # fmt: skip
+    return pd.DataFrame(rows, columns=VIDEO_COLUMNS)
+
+
+def frames_table(predictions: Sequence[VideoPrediction]) -> pd.DataFrame:
+    """One row per scored face crop (the --per-frame CSV schema)."""
+    columns = ["path", *FrameScore.__dataclass_fields__]
+    rows = [{"path": p.path} | asdict(f) for p in predictions for f in p.frames]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def write_json(predictions: Sequence[VideoPrediction], path: Path, per_frame: bool) -> Path:
+    """All verdicts in one JSON document: {"videos": [...]}."""
+    document = {"videos": [p.to_dict(per_frame) for p in predictions]}
+    path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return path
+
+
+def write_csv(predictions: Sequence[VideoPrediction], path: Path, per_frame: bool) -> Path:
+    """Per-video CSV; with per_frame also `<name>_frames.csv` beside it."""
+    videos_table(predictions).to_csv(path, index=False)
+    if per_frame:
+        frames_table(predictions).to_csv(path.with_name(f"{path.stem}_frames.csv"), index=False)
+    return path
+
+
+def verdict_table(predictions: Sequence[VideoPrediction]) -> Table:
+    """The terminal summary: one line per video, coloured by verdict."""
+    table = Table(title="verdicts")
+    for column in ("video", "verdict", "P(fake)", "persons", "frames", "status"):
+        table.add_column(column, justify="left" if column in {"video", "status"} else "right")
+    styles = {"FAKE": "bold red", "REAL": "bold green"}
+    for p in predictions:
+        verdict = p.verdict or "could not score"
+        table.add_row(
+            Path(p.path).name, f"[{styles.get(verdict, 'yellow')}]{verdict}[/]",
+            "-" if p.probability is None else f"{p.probability:.3f}",
+            str(len(p.persons)), str(len(p.frames)),
+            p.status if p.scored else f"{p.status}: {p.error}",
+        )  # fmt: skip
+    return table

@@ -1,0 +1,174 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from media import face_clip, noise_clip, still_clip, two_face_frame
+
+from deepfake_detect.artifact import ArtifactError, read_artifact
+from deepfake_detect.inference import (
+    VIDEO_COLUMNS,
+    PredictError,
+    Predictor,
+    collect_videos,
+    predict_video,
+)
+from deepfake_detect.preprocess import VideoDataProcessor
+from deepfake_detect.synth import generate_dataset
+from deepfake_detect.training import TrainConfig, run_training
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> dict[str, Path]:
+    """Synthetic clips -> stage 1 -> a small meso4, as a user would run them."""
+    root = tmp_path_factory.mktemp("pipeline")
+    generate_dataset(root / "clips", videos=16, seed=3, size=128, fps=10, seconds=1.0)
+    options = {"frames_per_video": 6, "crop_size": 64, "num_workers": 0, "progress": False}
+    metadata = VideoDataProcessor([root / "clips"], root / "crops", **options).run()
+    metadata["split"] = ["val" if i % 4 == 0 else "train" for i in range(len(metadata))]
+    metadata.to_csv(root / "crops" / "metadata.csv", index=False)
+    config = TrainConfig(
+        train=root / "crops", output_dir=root / "run", max_epochs=4, batch_size=16,
+        augment="none", allow_leakage=True, progress=False,
+    )  # fmt: skip
+    run_training(config)
+    return {"clips": root / "clips", "run": root / "run", "root": root}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "deepfake_detect", *args]
+    return subprocess.run(command, capture_output=True, text=True)
+
+
+def test_predict_real_and_fake_clips_gives_calibrated_verdicts(pipeline):
+    predictor = Predictor(pipeline["run"], frames=6)
+    artifact, _ = read_artifact(pipeline["run"])
+    assert predictor.crop_config.crop_size == 64  # cropped as in training
+    for clip in sorted(pipeline["clips"].glob("*/*.mp4"))[:4]:
+        prediction = predictor.predict(clip)
+        assert prediction.status == "ok", prediction.error
+        assert 0 <= prediction.probability <= 1
+        assert prediction.verdict == (
+            "FAKE" if prediction.probability >= artifact.threshold else "REAL"
+        )
+        assert prediction.persons[0].face_index == 0 and prediction.persons[0].n_frames >= 1
+        frame_mean = np.mean([f.probability for f in prediction.frames if f.face_index == 0])
+        assert prediction.persons[0].probability == pytest.approx(frame_mean)
+
+
+def test_two_people_are_scored_separately(pipeline, tmp_path):
+    clip = still_clip(tmp_path / "pair.mp4", two_face_frame(), n_frames=6)
+    prediction = predict_video(clip, pipeline["run"], frames=6)
+    assert prediction.status == "ok"
+    assert [p.face_index for p in prediction.persons] == [0, 1]
+    assert prediction.probability == max(p.probability for p in prediction.persons)
+
+
+def test_no_face_gets_a_status_and_no_probability(pipeline, tmp_path):
+    prediction = predict_video(noise_clip(tmp_path / "noise.mp4"), pipeline["run"], frames=4)
+    assert (prediction.status, prediction.probability, prediction.verdict) == (
+        "no_face",
+        None,
+        None,
+    )
+    assert "noise.mp4" in prediction.error
+
+
+def test_aggregation_rules_and_threshold_override(pipeline, tmp_path):
+    clip = face_clip(tmp_path / "a.mp4")
+    always_fake = predict_video(clip, pipeline["run"], frames=4, threshold=0.0, aggregation="max")
+    assert always_fake.verdict == "FAKE" and always_fake.aggregation == "max"
+    with pytest.raises(PredictError, match="known: mean, median, max, vote, confident"):
+        Predictor(pipeline["run"], aggregation="mode")
+
+
+def test_cli_outputs_and_exit_codes(pipeline, tmp_path):
+    good = face_clip(tmp_path / "good.mp4")
+    out = tmp_path / "out"
+    out.mkdir()
+    model = str(pipeline["run"])
+    result = cli("predict", str(good), "--model", model, "--frames", "4", "--json",
+                 str(out / "v.json"), "--csv", str(out / "v.csv"), "--per-frame")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    document = json.loads((out / "v.json").read_text())
+    video = document["videos"][0]
+    assert {"path", "status", "probability", "verdict", "threshold", "persons", "frames",
+            "video", "timings"} <= video.keys()  # fmt: skip
+    assert {"decode", "detect", "model"} <= video["timings"].keys()
+    assert list(pd.read_csv(out / "v.csv").columns) == VIDEO_COLUMNS
+    frames = pd.read_csv(out / "v_frames.csv")
+    assert len(frames) == len(video["frames"]) and {"timestamp", "face_index"} <= set(frames)
+    (tmp_path / "broken.mp4").write_text("not a video")
+    result = cli("predict", str(good), str(tmp_path / "broken.mp4"), "--model", model,
+                 "--frames", "4", "--json", str(out / "mixed.json"))  # fmt: skip
+    assert result.returncode == 1
+    statuses = [v["status"] for v in json.loads((out / "mixed.json").read_text())["videos"]]
+    assert statuses == ["ok", "decode_error"]
+
+
+@pytest.mark.parametrize("case", ["not-artifact", "pickle", "newer", "no-videos", "bad-device"])
+def test_bad_usage_exits_2(pipeline, tmp_path, case):
+    clip = str(face_clip(tmp_path / "a.mp4"))
+    model = pipeline["run"]
+    expected = {"not-artifact": "not a deepfake-detect model artifact", "pickle": "never unpickled",
+                "newer": "newer than this", "no-videos": "no videos found",
+                "bad-device": "unknown device"}[case]  # fmt: skip
+    extra: list[str] = []
+    if case == "not-artifact":
+        model = tmp_path / "m.json"
+        model.write_text('{"hello": 1}')
+    elif case == "pickle":
+        model = pipeline["run"] / "checkpoints" / "best.ckpt"
+    elif case == "newer":
+        document = json.loads((pipeline["run"] / "model" / "model.json").read_text())
+        model = tmp_path / "newer"
+        model.mkdir()
+        (model / "model.json").write_text(json.dumps(document | {"format_version": 99}))
+    elif case == "no-videos":
+        (tmp_path / "empty").mkdir()
+        clip = str(tmp_path / "empty")
+    else:
+        extra = ["--device", "tpu"]
+    result = cli("predict", clip, "--model", str(model), *extra)
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_collect_videos_from_files_folders_and_globs(tmp_path):
+    for name in ("a.mp4", "sub/b.avi", "sub/notes.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert collect_videos([str(tmp_path)]) == [tmp_path / "a.mp4", tmp_path / "sub" / "b.avi"]
+    assert collect_videos([str(tmp_path / "*.mp4")]) == [tmp_path / "a.mp4"]
+    with pytest.raises(PredictError, match="no file matches"):
+        collect_videos([str(tmp_path / "*.mkv")])
+
+
+def test_artifact_errors_name_the_file(tmp_path):
+    with pytest.raises(ArtifactError, match="never unpickled"):
+        read_artifact(tmp_path / "weights.pt")
+
+
+def test_cli_evaluate_export_and_onnx_predict(pipeline, tmp_path):
+    model = str(pipeline["run"])
+    crops = str(pipeline["root"] / "crops")
+    result = cli("evaluate", crops, "--model", model, "--output-dir", str(tmp_path / "eval"),
+                 "--split", "val", "--quiet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert summary["counts"]["videos"] == 4 and (tmp_path / "eval" / "roc.png").is_file()
+    assert cli("export", model, "--onnx").returncode == 0
+    clip = str(face_clip(tmp_path / "a.mp4"))
+    outputs = {}
+    for backend in ("torch", "onnx"):
+        result = cli("predict", clip, "--model", model, "--frames", "4", "--backend", backend,
+                     "--json", str(tmp_path / f"{backend}.json"))  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        outputs[backend] = json.loads((tmp_path / f"{backend}.json").read_text())["videos"][0]
+    assert outputs["onnx"]["probability"] == pytest.approx(
+        outputs["torch"]["probability"], abs=1e-4
+    )
+    assert cli("export", model).returncode == 2  # no format chosen
