@@ -215,3 +215,12 @@ def test_yaml_config_with_flags_on_top(dataset, tmp_path):
 def test_data_error_type_is_raised_for_bad_metadata(tmp_path):
     with pytest.raises(DataError, match=r"no metadata\.csv"):
         read_metadata(tmp_path)
+
+
+def test_monitor_chooses_the_best_epoch_by_the_named_metric(dataset, tmp_path):
+    with pytest.raises(TrainError, match="monitor must be one of"):
+        TrainConfig(train=dataset, output_dir=tmp_path, monitor="val_magic")
+    result = run_training(TrainConfig(train=dataset, output_dir=tmp_path / "run", max_epochs=4,
+                                      monitor="val_loss", patience=4, **SMALL))  # fmt: skip
+    best = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=True)
+    assert best["epoch"] == int(result.history.val_loss.to_numpy().argmin())

@@ -161,6 +161,7 @@ class Predictor:
         if threshold is not None and not 0 <= threshold <= 1:
             raise PredictError(f"threshold must be between 0 and 1, got {threshold}")
         self.model_path = Path(model)
+        self.network: torch.nn.Module | None = None
         self.device = resolve_device(device) if backend == "torch" else torch.device("cpu")
         self.artifact, self.run_model = self._load(backend)
         self.crop_config = replace(
@@ -174,13 +175,14 @@ class Predictor:
         self.batch_size, self.min_frames = batch_size, min_frames
 
     def _load(self, backend: str) -> tuple[ModelArtifact, Runner]:
+        """The artifact and a runner for it; the torch network is kept for Grad-CAM."""
         if backend == "onnx":
             from deepfake_detect.export import onnx_runner
 
             artifact, weights = read_artifact(self.model_path)
             return artifact, onnx_runner(weights.parent)
-        network, artifact = load_artifact(self.model_path)
-        return artifact, torch_runner(network, self.device)
+        self.network, artifact = load_artifact(self.model_path)
+        return artifact, torch_runner(self.network, self.device)
 
     def score_crops(self, crops: np.ndarray) -> np.ndarray:
         """Logits of uint8 crops (N, S, S, 3), resized to the model's input, in batches."""

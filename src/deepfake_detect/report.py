@@ -172,14 +172,17 @@ class _Explainer:
     """The torch network behind a predictor, for Grad-CAM (also when it predicts with ONNX)."""
 
     def __init__(self, predictor: Predictor) -> None:
-        self.network, artifact = load_artifact(predictor.model_path)
+        if predictor.network is not None:
+            self.network = predictor.network
+        else:
+            self.network, _ = load_artifact(predictor.model_path)
         self.layer = gradcam_layer(self.network)
-        self.model = artifact.model
+        self.model = predictor.artifact.model
 
     def overlays(self, crops: np.ndarray) -> list[np.ndarray]:
-        heatmaps = gradcam(
-            self.network, self.layer, torch.from_numpy(to_model_input(crops, self.model))
-        )
+        device = next(self.network.parameters()).device
+        images = torch.from_numpy(to_model_input(crops, self.model)).to(device)
+        heatmaps = gradcam(self.network, self.layer, images)
         return [heatmap_overlay(c, h) for c, h in zip(crops, heatmaps, strict=True)]
 
 

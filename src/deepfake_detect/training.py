@@ -49,6 +49,9 @@ from deepfake_detect.metrics import (
 from deepfake_detect.models import ModelConfig, create_model
 
 MONITOR = "val_video_auc"
+# What can choose the best epoch and stop early, and which way is better.
+MONITORS = {"val_video_auc": "max", "val_frame_auc": "max", "val_ap": "max", "val_loss": "min",
+            "val_log_loss": "min"}  # fmt: skip
 
 
 class TrainError(ValueError):
@@ -79,6 +82,7 @@ class TrainConfig:
     max_epochs: int = 30
     max_minutes: float | None = None
     patience: int = 5
+    monitor: str = MONITOR
     target_auc: float | None = None
     num_workers: int = 0
     accelerator: str = "auto"
@@ -102,6 +106,7 @@ class TrainConfig:
             (self.max_minutes is None or self.max_minutes > 0, "max_minutes must be positive"),
             (0 <= self.self_blend < 1, "self_blend must be in [0, 1)"),
             (self.lr > 0, "lr must be positive"),
+            (self.monitor in MONITORS, f"monitor must be one of {', '.join(MONITORS)}"),
             (self.target_auc is None or 0 < self.target_auc <= 1, "target_auc must be in (0, 1]"),
         ]
         for ok, message in checks:
@@ -385,13 +390,15 @@ def _precision(config: TrainConfig) -> str:
 
 def build_trainer(config: TrainConfig) -> L.Trainer:
     checkpoints = config.output_dir / "checkpoints"
+    mode = MONITORS[config.monitor]
     callbacks: list[Callback] = [
-        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=MONITOR, mode="max",
+        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=config.monitor, mode=mode,
                         save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True),
         # Lightning's save_last only follows new bests: a second callback keeps every epoch's end
         ModelCheckpoint(dirpath=checkpoints, filename="last", save_top_k=1,
                         enable_version_counter=False, save_on_train_epoch_end=True),
-        EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience, check_finite=False),
+        EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience,
+                      check_finite=False),
         RandomStateCheckpoint(),
         EpochHistory(config.output_dir / "history.csv"),
     ]  # fmt: skip
@@ -406,7 +413,7 @@ def build_trainer(config: TrainConfig) -> L.Trainer:
         max_time=None if config.max_minutes is None else timedelta(minutes=config.max_minutes),
         accelerator=config.accelerator, devices=config.devices, strategy=config.strategy,
         precision=_precision(config), gradient_clip_val=config.gradient_clip or None,
-        callbacks=callbacks, logger=loggers, deterministic=True, num_sanity_val_steps=0,
+        callbacks=callbacks, logger=loggers, deterministic="warn", num_sanity_val_steps=0,
         log_every_n_steps=1, enable_progress_bar=config.progress, enable_model_summary=False,
     )  # fmt: skip
 
