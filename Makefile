@@ -18,7 +18,8 @@ demo: $(STAMP)
 	$(BIN)/deepfake-detect demo
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest
+	# Two processes: most of the suite waits on subprocesses and decoding, one core each.
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench docs

@@ -421,6 +421,41 @@ def export(
 
 
 @app.command()
+def serve(
+    model: Annotated[Path, typer.Option(help="Training run folder or its model artifact.")],
+    host: Annotated[
+        str, typer.Option(help="Interface; anything but loopback needs --token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Videos judged at the same time.")] = 1,
+    max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest upload.")] = 200,
+    queue: Annotated[
+        int, typer.Option(min=1, help="Jobs waiting or running before uploads get 429.")
+    ] = 16,
+    token: Annotated[
+        str | None, typer.Option(help="Bearer token every API call must send.")
+    ] = None,
+    retention_minutes: Annotated[
+        float, typer.Option(min=0.1, help="Finished jobs and their files are deleted after.")
+    ] = 60,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Check videos in the browser: a local web page and REST API over predict."""
+    from deepfake_detect.artifact import ArtifactError
+    from deepfake_detect.inference import PredictError
+    from deepfake_detect.serve import ServeError
+    from deepfake_detect.serve import serve as run_server
+
+    try:
+        run_server(
+            model, host=host, port=port, workers=workers, max_upload_mb=max_upload_mb,
+            queue=queue, token=token, retention_s=retention_minutes * 60, device=device,
+        )  # fmt: skip
+    except (ServeError, ArtifactError, PredictError) as error:
+        raise fail_usage(str(error)) from None
+
+
+@app.command()
 def demo(
     output_dir: Annotated[Path, typer.Option(help="Where the demo writes.")] = Path("demo-output"),
     quick: Annotated[bool, typer.Option(help="A reduced run (seconds), as the tests use.")] = False,
