@@ -253,6 +253,8 @@ def test_exposed_address_without_token_is_refused():
     check_listen_address("0.0.0.0", TOKEN)
     with pytest.raises(ServeError, match="queue must be positive"):
         create_app(object(), queue=0)
+    with pytest.raises(ServeError, match="must not be empty"):
+        create_app(object(), token="")
 
 
 def test_client_file_name_never_becomes_a_path(predictor, clips, tmp_path):

@@ -335,6 +335,8 @@ def create_app(
                         "retention_s": retention_s}.items():  # fmt: skip
         if value <= 0:
             raise ServeError(f"{name} must be positive, got {value}")
+    if token is not None and not token.strip():
+        raise ServeError("--token must not be empty")
     max_bytes = int(max_upload_mb * 1e6)
     store = JobStore(
         predictor, Path(tempfile.mkdtemp(prefix="deepfake-detect-", dir=work_dir)),
@@ -390,8 +392,8 @@ def _bearer_check(token: str) -> Callable[..., None]:
     """A dependency that accepts only `Authorization: Bearer <token>` (401 otherwise)."""
 
     def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
-        given = credentials.credentials if credentials else ""
-        if not secrets.compare_digest(given.encode(), token.encode()):
+        given = credentials.credentials.encode() if credentials else None
+        if given is None or not secrets.compare_digest(given, token.encode()):
             raise HTTPException(401, "a valid bearer token is required",
                                 headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
 
