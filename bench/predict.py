@@ -218,7 +218,7 @@ def print_notes(frames: int, repeats: int, results: list[ModelResult]) -> None:
         f"\nseconds; best of {repeats} runs (median = median total). total = predict wall + "
         "report; other = predict\nwall - decode - detect - model (tracking, cropping, judging); "
         "load = Predictor() construction,\nexcluded from total, as is one warm-up predict + "
-        "report. report includes Grad-CAM, which\nreloads the artifact, and the matplotlib "
+        "report. report includes Grad-CAM (on the\npredictor's own network) and the matplotlib "
         "timeline."
     )
     print(
