@@ -21,3 +21,22 @@ def samples() -> Path:
 # One BLAS/OpenMP thread per process: the test models are tiny, and two spinning threads on a
 # shared 2-core machine (pytest beside a worker pool) slow a step down 50-fold.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A meso4 run folder, trained for a few seconds on 64-pixel synthetic crops (stage-1
+    parameters: dlib, margin 0.3), shared by the tests that need any trained model."""
+    from media import crops_folder
+
+    from deepfake_detect.training import TrainConfig, run_training
+
+    root = tmp_path_factory.mktemp("tiny-model")
+    data = crops_folder(root / "crops", {"train": [0, 1] * 8, "val": [0, 1] * 4})
+    config = TrainConfig(
+        train=data, output_dir=root / "run", max_epochs=3, lr=3e-3, batch_size=16,
+        crops_per_video=4, val_crops_per_video=6, image_size=64, augment="none",
+        progress=False,
+    )  # fmt: skip
+    run_training(config)
+    return root / "run"

@@ -10,27 +10,20 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from media import crops_folder, face_clip, noise_clip, set_display_rotation
+from media import face_clip, noise_clip, set_display_rotation
 
 from deepfake_detect.artifact import load_artifact
 from deepfake_detect.inference import FrameScore, Predictor, VideoPrediction
 from deepfake_detect.models import create_model, gradcam_layer, to_model_input
 from deepfake_detect.report import annotate_video, gradcam, write_report
-from deepfake_detect.training import TrainConfig, run_training
 from deepfake_detect.video import probe, read_frames, write_video
 
 ODD_NAME = 'odd <b>&" name.mp4'
 
 
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory) -> Predictor:
-    """A meso4 trained for a few seconds on 64-pixel synthetic crops (dlib, margin 0.3)."""
-    root = tmp_path_factory.mktemp("model")
-    data = crops_folder(root / "crops", {"train": [0, 1] * 8, "val": [0, 1] * 4})
-    run_training(TrainConfig(train=data, output_dir=root / "run", max_epochs=3, lr=3e-3,
-                             batch_size=16, crops_per_video=4, val_crops_per_video=6,
-                             image_size=64, augment="none", progress=False))  # fmt: skip
-    return Predictor(root / "run", device="cpu", frames=6)
+def predictor(tiny_model: Path) -> Predictor:
+    return Predictor(tiny_model, device="cpu", frames=6)
 
 
 @pytest.fixture(scope="module")

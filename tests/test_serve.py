@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from media import audio_only, crops_folder, face_clip, noise_clip, truncated_copy
+from media import audio_only, face_clip, noise_clip, truncated_copy
 
 from deepfake_detect.inference import Predictor
 from deepfake_detect.serve import (
@@ -22,20 +22,13 @@ from deepfake_detect.serve import (
     display_name,
     serve,
 )
-from deepfake_detect.training import TrainConfig, run_training
 
 TOKEN = "s3cret-token"
 
 
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory) -> Predictor:
-    """A meso4 trained for a few seconds on 64-pixel synthetic crops (dlib, margin 0.3)."""
-    root = tmp_path_factory.mktemp("model")
-    data = crops_folder(root / "crops", {"train": [0, 1] * 8, "val": [0, 1] * 4})
-    run_training(TrainConfig(train=data, output_dir=root / "run", max_epochs=3, lr=3e-3,
-                             batch_size=16, crops_per_video=4, val_crops_per_video=6,
-                             image_size=64, augment="none", progress=False))  # fmt: skip
-    return Predictor(root / "run", device="cpu", frames=4)
+def predictor(tiny_model: Path) -> Predictor:
+    return Predictor(tiny_model, device="cpu", frames=4)
 
 
 @pytest.fixture(scope="module")
