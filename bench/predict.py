@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import av
-import psutil
 import torch
+from machine_load import OtherCpu
 
 from deepfake_detect.artifact import ModelArtifact, save_artifact
 from deepfake_detect.crops import CropConfig
@@ -107,26 +107,6 @@ def make_artifact(workdir: Path, name: str) -> Path:
 
 
 # --- measurements ------------------------------------------------------------------------------
-
-
-class OtherCpu:
-    """Share of all CPUs that processes outside this one used meanwhile (interference)."""
-
-    def __enter__(self) -> OtherCpu:
-        self._start = self._read()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        ends, starts = self._read(), self._start
-        wall, busy, own = (end - start for end, start in zip(ends, starts, strict=True))
-        self.share = max(0.0, busy - own) / max(wall * (os.cpu_count() or 1), 1e-9)
-
-    @staticmethod
-    def _read() -> tuple[float, float, float]:
-        cpu = psutil.cpu_times()
-        busy = sum(cpu) - cpu.idle - getattr(cpu, "iowait", 0.0)
-        mine = os.times()
-        return time.perf_counter(), busy, mine.user + mine.system
 
 
 def decode_all(path: Path) -> int:

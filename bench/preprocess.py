@@ -28,6 +28,7 @@ from typing import Any
 
 import av
 import psutil
+from machine_load import OtherCpu
 
 FPS = 30
 RESOLUTIONS = {"480p": (854, 480), "1080p": (1920, 1080)}
@@ -96,32 +97,6 @@ def make_dataset(root: Path, name: str, n_videos: int, seconds: float) -> tuple[
 
 
 # --- interference --------------------------------------------------------------------------------
-
-
-class OtherCpu:
-    """Share of the machine's CPU time that processes outside this benchmark used meanwhile.
-
-    Busy time of all CPUs minus this process's and its (reaped) children's: a shared machine
-    running tests during a measurement shows up here instead of silently slowing the figures.
-    """
-
-    def __enter__(self) -> OtherCpu:
-        self._start = self._read()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        wall, busy, own = (
-            end - start for end, start in zip(self._read(), self._start, strict=True)
-        )
-        self.share = max(0.0, busy - own) / max(wall * (os.cpu_count() or 1), 1e-9)
-
-    @staticmethod
-    def _read() -> tuple[float, float, float]:
-        cpu = psutil.cpu_times()
-        busy = sum(cpu) - cpu.idle - getattr(cpu, "iowait", 0.0)
-        mine = os.times()
-        own = mine.user + mine.system + mine.children_user + mine.children_system
-        return time.perf_counter(), busy, own
 
 
 # --- decode-only ---------------------------------------------------------------------------------

@@ -42,10 +42,10 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pandas as pd
-import psutil
 import timm
 import torch
 from lightning.pytorch.callbacks import Callback
+from machine_load import cpu_snapshot, other_share
 from torch.utils.data import DataLoader
 
 from deepfake_detect.data import AUGMENTATIONS, read_metadata, select_split
@@ -115,27 +115,11 @@ class Stopwatch:
     """Times a window and measures the CPU time other processes used in it."""
 
     def start(self) -> None:
-        self._start = self._read()
+        self._start = cpu_snapshot()
 
     def stop(self, crops: int) -> Timing:
-        wall, busy, own = (
-            end - start for end, start in zip(self._read(), self._start, strict=True)
-        )
-        return Timing(crops, wall, max(0.0, busy - own) / (wall * psutil.cpu_count()))
-
-    @staticmethod
-    def _read() -> tuple[float, float, float]:
-        cpu = psutil.cpu_times()
-        busy = sum(cpu) - cpu.idle - getattr(cpu, "iowait", 0.0)
-        me = psutil.Process()
-        mine = me.cpu_times()
-        own = mine.user + mine.system + mine.children_user + mine.children_system
-        for child in me.children(recursive=True):  # loader workers, not yet reaped
-            try:
-                own += sum(child.cpu_times()[:2])
-            except psutil.NoSuchProcess:
-                continue
-        return time.perf_counter(), busy, own
+        end = cpu_snapshot()
+        return Timing(crops, end[0] - self._start[0], other_share(self._start, end))
 
 
 @dataclass
