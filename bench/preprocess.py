@@ -96,9 +96,6 @@ def make_dataset(root: Path, name: str, n_videos: int, seconds: float) -> tuple[
     return dataset, clips
 
 
-# --- interference --------------------------------------------------------------------------------
-
-
 # --- decode-only ---------------------------------------------------------------------------------
 
 

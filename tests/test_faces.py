@@ -94,3 +94,12 @@ def test_real_sample_faces_found(samples: Path):
     _, frames = read_frames(clip, frames_per_video=4)
     found = [len(detect_faces(detector, f.image)) for f in frames]
     assert all(n >= 1 for n in found), found
+
+
+def test_dlib_reads_frames_with_padded_rows_like_contiguous_ones():
+    """PyAV pads the rows of odd-width frames; dlib must not read the padding as pixels."""
+    photo = face_photo()[:, :427]  # a view whose rows are 512 px apart in memory
+    assert not photo.flags["C_CONTIGUOUS"]
+    detector = create_detector("dlib")
+    assert detector.detect(photo) == detector.detect(np.ascontiguousarray(photo))
+    assert len(detector.detect(photo)) == 1

@@ -60,7 +60,9 @@ class DlibDetector:
         self._upsample = upsample
 
     def detect(self, image: np.ndarray) -> list[Box]:
-        rects, scores, _ = self._detector.run(image, self._upsample, 0.0)
+        # dlib ignores row padding: PyAV's frames of odd widths (854 px) have padded rows,
+        # which dlib would read as pixels. A contiguous copy is what it expects.
+        rects, scores, _ = self._detector.run(np.ascontiguousarray(image), self._upsample, 0.0)
         return [
             Box(r.left(), r.top(), r.right(), r.bottom(), float(s))
             for r, s in zip(rects, scores, strict=True)
