@@ -57,7 +57,7 @@ def test_outputs_follow_the_data_contract(tmp_path):
     assert settings["parameters"]["crop_size"] == 64
     assert settings["parameters"]["face_detector"] == "dlib"
     assert {"av", "dlib", "opencv", "deepfake_detect"} <= settings["versions"].keys()
-    assert not list(out.rglob("*.tmp"))
+    assert not list(out.rglob("*.tmp*"))
 
 
 def test_crops_are_faces_not_background(tmp_path):

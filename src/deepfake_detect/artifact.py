@@ -9,7 +9,6 @@ validation metrics and the library versions. Nothing in it is ever unpickled.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from deepfake_detect import __version__
+from deepfake_detect.files import atomic_path
 from deepfake_detect.models import ModelConfig, create_model
 
 FORMAT = "deepfake-detect-model"
@@ -62,14 +62,11 @@ def library_versions() -> dict[str, str]:
 
 def save_artifact(directory: Path, network: torch.nn.Module, artifact: ModelArtifact) -> Path:
     """Write model.safetensors and model.json (each to a temporary name, then renamed)."""
-    directory.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-    tmp = directory / f".{WEIGHTS_FILE}.tmp"
-    save_file(weights, str(tmp))
-    os.replace(tmp, directory / WEIGHTS_FILE)
-    tmp = directory / f".{CONFIG_FILE}.tmp"
-    tmp.write_text(artifact.to_json(), encoding="utf-8")
-    os.replace(tmp, directory / CONFIG_FILE)
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file(weights, str(tmp))
+    with atomic_path(directory / CONFIG_FILE) as tmp:
+        tmp.write_text(artifact.to_json(), encoding="utf-8")
     return directory / CONFIG_FILE
 
 

@@ -11,7 +11,6 @@ package works without them.
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from deepfake_detect.artifact import load_artifact, read_artifact
+from deepfake_detect.files import atomic_path
 
 if TYPE_CHECKING:
     import onnx
@@ -71,10 +71,8 @@ def export_onnx(model: Path, output: Path | None = None, opset: int = MIN_OPSET)
     data = proto.SerializeToString()
     _check_parity(network, _session(data), size, artifact.model.name)
     target = output if output is not None else weights.parent / ONNX_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
     return target
 
 

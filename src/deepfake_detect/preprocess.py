@@ -35,6 +35,7 @@ from rich.table import Table
 from deepfake_detect import __version__
 from deepfake_detect.crops import CropConfig, extract_faces
 from deepfake_detect.datasets import VideoItem, assign_splits, discover
+from deepfake_detect.files import atomic_path
 from deepfake_detect.video import VideoError
 
 FORMAT_VERSION = 1
@@ -67,11 +68,8 @@ class VideoResult:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    """Write to a temporary name then rename, so a kill never leaves a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.save(handle, array, allow_pickle=False)
-    os.replace(tmp, path)
 
 
 def process_video(item: VideoItem, config: CropConfig, faces_dir: Path) -> VideoResult:
@@ -120,16 +118,9 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _write_csv_atomic(path: Path, table: pd.DataFrame) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
 
 
 class Journal:
@@ -322,7 +313,8 @@ class VideoDataProcessor:
                        "seed": self.seed},
             "versions": _versions(),
         }  # fmt: skip
-        _write_text_atomic(settings_path, json.dumps(settings, indent=2) + "\n")
+        with atomic_path(settings_path) as tmp:
+            tmp.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
 
     def _clear_previous_outputs(self) -> None:
         """--no-resume: remove what an earlier run wrote (only files this stage writes)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import io
 import math
-import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -25,6 +24,7 @@ from torch import nn
 
 from deepfake_detect.artifact import load_artifact
 from deepfake_detect.crops import CropConfig
+from deepfake_detect.files import atomic_path
 from deepfake_detect.inference import FrameScore, Predictor, VideoPrediction
 from deepfake_detect.models import gradcam_layer, to_model_input
 from deepfake_detect.video import iter_frames, probe, write_video
@@ -161,10 +161,8 @@ def write_report(
         f"{_page_header(predictions, predictor)}\n<main>\n{''.join(sections)}</main>\n"
         "</body>\n</html>\n"
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(page, encoding="utf-8")
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        temporary.write_text(page, encoding="utf-8")
     return path
 
 

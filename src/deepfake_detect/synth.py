@@ -10,7 +10,6 @@ makes pseudo-fakes from real crops at training time.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import pandas as pd
 
 from deepfake_detect.datasets import MANIFEST_NAME
 from deepfake_detect.faces import Box, FaceDetector, create_detector, detect_faces
+from deepfake_detect.files import atomic_path
 from deepfake_detect.video import VideoError, is_video_file, read_frames, write_video
 
 MIN_SIDE = 64
@@ -666,9 +666,8 @@ def _write_clip(
         frames = camera_frames(plan.target.image, (size, size), n_frames, plan.seed, motion)
         row |= dict.fromkeys(MANIFEST_PARAMETERS, "")
     path = output_dir / plan.relative_path
-    partial = path.with_name(f".{path.name}")
-    write_video(partial, frames, fps)
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        write_video(partial, frames, fps)
     return row
 
 
@@ -739,7 +738,6 @@ def generate_dataset(
         if on_clip is not None:
             on_clip(output_dir / plan.relative_path)
     manifest = pd.DataFrame(rows)
-    partial = output_dir / f".{MANIFEST_NAME}"
-    manifest.to_csv(partial, index=False)
-    os.replace(partial, output_dir / MANIFEST_NAME)
+    with atomic_path(output_dir / MANIFEST_NAME) as partial:
+        manifest.to_csv(partial, index=False)
     return manifest
