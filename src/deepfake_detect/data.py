@@ -94,8 +94,8 @@ def _read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
-def _npy_problem(path: Path, n_crops: int) -> tuple[str | None, tuple[int, ...] | None]:
-    """Check an npy file's header; return (problem, crop shape)."""
+def npy_problem(path: Path, n_crops: int) -> tuple[str | None, tuple[int, ...] | None]:
+    """Check a stage-1 npy file's header (never its data); return (problem, crop shape)."""
     if not path.is_file():
         return f"{path}: npy file missing", None
     try:
@@ -135,7 +135,7 @@ def verify(
             problems.append(f"{name}: no {absent} videos in {table.root} (both classes needed)")
         for video in range(len(table.rows)):
             path = table.npy_path(video)
-            problem, shape = _npy_problem(path, int(table.rows.n_crops.iloc[video]))
+            problem, shape = npy_problem(path, int(table.rows.n_crops.iloc[video]))
             if problem:
                 problems.append(problem)
             elif shape is not None:

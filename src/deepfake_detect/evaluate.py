@@ -25,7 +25,7 @@ from rich.progress import track
 from rich.table import Table
 from sklearn.metrics import roc_curve
 
-from deepfake_detect.data import DataError, read_metadata
+from deepfake_detect.data import DataError, npy_problem, read_metadata
 from deepfake_detect.datasets import DatasetError, VideoItem, discover
 from deepfake_detect.inference import Predictor
 from deepfake_detect.metrics import METRIC_NAMES, binary_metrics, confusion
@@ -177,11 +177,12 @@ def _score_preprocessed(
     for index, video in tracker(table.iterrows(), len(table)):
         if video.status != "ok":
             continue
-        try:
-            crops = _load_crops(root / video.npy_path)
-        except ValueError as error:
-            videos.loc[index, ["status", "error"]] = ["npy_error", str(error)]
+        path = root / video.npy_path
+        problem, _ = npy_problem(path, int(video.n_crops))
+        if problem:
+            videos.loc[index, ["status", "error"]] = ["npy_error", problem]
             continue
+        crops = np.load(path, mmap_mode="r", allow_pickle=False)
         probabilities = predictor.probabilities(predictor.score_crops(crops))
         face = faces.get(video.video_id, ())
         # crops.csv rows that do not match the npy cannot say who is who: one person then
@@ -215,20 +216,6 @@ def _face_indices(crops_csv: Path) -> dict[str, np.ndarray]:
                         dtype={"video_id": str})  # fmt: skip
     crops = crops.sort_values(["video_id", "crop_index"])
     return {video_id: group.face_index.to_numpy() for video_id, group in crops.groupby("video_id")}
-
-
-def _load_crops(path: Path) -> np.ndarray:
-    """A video's crops, memory-mapped and never unpickled; ValueError naming an unusable file."""
-    if not path.is_file():
-        raise ValueError(f"{path}: npy file missing")
-    try:
-        crops = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: not a readable npy of crops ({error})") from None
-    if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[-1] != 3 or len(crops) == 0:
-        raise ValueError(f"{path}: expected uint8 crops (N, S, S, 3), found {crops.dtype} "
-                         f"{crops.shape}")  # fmt: skip
-    return crops
 
 
 # --- metrics ---------------------------------------------------------------------------------
