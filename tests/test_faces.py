@@ -9,6 +9,7 @@ from deepfake_detect.faces import (
     create_detector,
     crop_face,
     detect_faces,
+    detect_in_frames,
     letterbox,
     track_faces,
 )
@@ -103,3 +104,62 @@ def test_dlib_reads_frames_with_padded_rows_like_contiguous_ones():
     detector = create_detector("dlib")
     assert detector.detect(photo) == detector.detect(np.ascontiguousarray(photo))
     assert len(detector.detect(photo)) == 1
+
+
+class CountingDetector:
+    """dlib, counting the pixels it is asked to look at."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.inner = create_detector("dlib")
+        self.pixels = 0
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        self.pixels += image.shape[0] * image.shape[1]
+        return self.inner.detect(image)
+
+
+def _moving_face_frames(tmp_path: Path) -> list[np.ndarray]:
+    clip = write_camera_clip(face_photo(), tmp_path / "moving.mp4", (480, 360), 10, 2.0, seed=3)
+    return [f.image for f in read_frames(clip, frames_per_video=16)[1]]
+
+
+def test_faces_followed_between_scans_match_scanning_every_frame_at_a_third_of_the_cost(
+    tmp_path,
+):
+    images = _moving_face_frames(tmp_path)
+    every, followed = CountingDetector(), CountingDetector()
+    scanned = detect_in_frames(every, images, scan_every=1)
+    found = detect_in_frames(followed, images, scan_every=8)
+    assert all(len(boxes) == 1 for boxes in scanned)
+    assert [len(boxes) for boxes in found] == [1] * len(images)
+    assert min(a[0].iou(b[0]) for a, b in zip(scanned, found, strict=True)) > 0.6
+    assert followed.pixels < every.pixels / 3
+
+
+def test_a_face_that_leaves_the_frame_is_found_again_when_it_returns(tmp_path):
+    images = _moving_face_frames(tmp_path)
+    blank = np.zeros_like(images[0])
+    images[5:9] = [blank] * 4
+    found = detect_in_frames(create_detector("dlib"), images, scan_every=4)
+    assert [len(boxes) for boxes in found] == [1] * 5 + [0] * 4 + [1] * (len(images) - 9)
+
+
+def test_a_second_face_appearing_between_scans_is_added_at_the_next_scan():
+    one_face = two_face_frame()
+    one_face[:, 320:] = 0  # only the big face on the left
+    images = [one_face] * 3 + [two_face_frame()] * 5
+    found = detect_in_frames(create_detector("dlib"), images, scan_every=4)
+    assert [len(boxes) for boxes in found] == [1, 1, 1, 1, 2, 2, 2, 2]
+    assert all(boxes[0].x1 < 320 for boxes in found)  # the larger face stays first
+    capped = detect_in_frames(create_detector("dlib"), images, scan_every=4, max_faces=1)
+    assert [len(boxes) for boxes in capped] == [1] * 8
+
+
+def test_a_video_without_faces_is_scanned_on_every_frame_at_the_larger_size_too():
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8) for _ in range(3)]
+    detector = CountingDetector()
+    assert detect_in_frames(detector, images, scan_every=8) == [[], [], []]
+    assert detector.pixels == 3 * (640 * 360 + 1280 * 720)

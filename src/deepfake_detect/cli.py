@@ -87,6 +87,12 @@ def preprocess(
     detect_size: Annotated[
         int, typer.Option(min=64, help="Longer side of the frame copy the detector sees.")
     ] = 640,
+    scan_every: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Scan whole frames every Nth sampled frame; follow known faces between."
+        ),
+    ] = 8,
     num_workers: Annotated[
         int | None, typer.Option(min=0, help="Worker processes [default: CPU count].")
     ] = None,
@@ -119,6 +125,7 @@ def preprocess(
             margin=margin,
             faces_per_frame=faces_per_frame,
             detect_size=detect_size,
+            scan_every=scan_every,
             num_workers=num_workers,
             limit=limit,
             val_fraction=val_fraction,

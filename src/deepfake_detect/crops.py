@@ -20,7 +20,7 @@ from deepfake_detect.faces import (
     FaceDetector,
     create_detector,
     crop_face,
-    detect_faces,
+    detect_in_frames,
     letterbox,
     track_faces,
 )
@@ -40,12 +40,14 @@ class CropConfig:
     margin: float = 0.3
     faces_per_frame: int | None = None
     detect_size: int = 640
+    scan_every: int = 8
 
     def __post_init__(self) -> None:
         if self.face_detector not in DETECTORS:
             known = ", ".join(DETECTORS)
             raise ValueError(f"unknown face detector {self.face_detector!r}; known: {known}")
-        for name in ("frames_per_video", "frame_sampling_rate", "max_frames", "faces_per_frame"):
+        positive = ("frames_per_video", "frame_sampling_rate", "max_frames", "faces_per_frame")
+        for name in (*positive, "scan_every"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
@@ -101,20 +103,26 @@ def _select_faces(frames: list[Frame], config: CropConfig) -> list[list[Box]]:
     """The boxes to crop in each frame: detected faces (largest first), or the whole frame."""
     if not config.use_face_detection:
         return [[Box(0, 0, f.image.shape[1], f.image.shape[0], float("nan"))] for f in frames]
-    detector = _detector(config.face_detector)
-    boxes = [detect_faces(detector, f.image, config.detect_size) for f in frames]
-    return [b[: config.faces_per_frame] for b in boxes]
+    return detect_in_frames(
+        _detector(config.face_detector),
+        [f.image for f in frames],
+        config.detect_size,
+        config.scan_every,
+        config.faces_per_frame,
+    )
 
 
-def extract_faces(path: Path, config: CropConfig) -> FaceCrops:
+def extract_faces(path: Path, config: CropConfig, threads: int = 0) -> FaceCrops:
     """Decode the sampled frames, find and track faces, crop each one.
+
+    `threads` decode the video (0: FFmpeg's choice, one per core).
 
     Raises:
         VideoError: the video cannot be read (its status says why), or no face was found
             (status no_face).
     """
     start = time.perf_counter()
-    info, frames = read_frames(path, **config.sampling)
+    info, frames = read_frames(path, **config.sampling, threads=threads)
     decoded = time.perf_counter()
     boxes = _select_faces(frames, config)
     detected = time.perf_counter()

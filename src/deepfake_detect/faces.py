@@ -1,11 +1,14 @@
-"""Face detectors behind one small interface, IoU tracking across frames, and cropping.
+"""Face detectors behind one small interface, faces followed across frames, and cropping.
 
-Detectors run on a downscaled copy of the frame (`detect_size` pixels on the longer side)
-and their boxes are mapped back to full resolution, where the crop is taken.
+Whole-frame scans run on a downscaled copy (`detect_size` pixels on the longer side); between
+scans a known face is searched for in a small region around its last box. Boxes are mapped
+back to full resolution, where the crop is taken.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -90,6 +93,9 @@ class OpenCVDetector:
 
 
 MAX_UPSCALE = 2.0
+REGION_CONTEXT = 2.4  # a followed face is searched for in a square this many times its size,
+REGION_FACE_PX = 100  # scaled so that the face is this wide (dlib's window is 80 px)
+SAME_FACE_IOU = 0.3  # a scanned box overlapping a followed face this much is that face
 
 DETECTORS: dict[str, type] = {"dlib": DlibDetector, "opencv": OpenCVDetector}
 
@@ -101,25 +107,111 @@ def create_detector(name: str) -> FaceDetector:
     return DETECTORS[name]()
 
 
-def detect_faces(detector: FaceDetector, image: np.ndarray, detect_size: int = 640) -> list[Box]:
+def detect_faces(
+    detector: FaceDetector, image: np.ndarray, detect_size: int = 640, retry_larger: bool = True
+) -> list[Box]:
     """Detect on a copy resized to `detect_size` on its longer side; boxes in full-frame pixels.
 
     Small frames are enlarged (up to MAX_UPSCALE times) because HOG misses faces under ~80 px.
 
-    When nothing is found and the frame is larger, try once more at twice that size: faces
-    that fill little of a 1080p frame (DFDC's full-body shots) are too small at 640 px.
-    Boxes are clipped to the frame and returned largest first.
+    When nothing is found, the frame is larger and `retry_larger` is set, try once more at
+    twice that size: faces that fill little of a 1080p frame (DFDC's full-body shots) are
+    too small at 640 px. Boxes are clipped to the frame and returned largest first.
     """
     longest = max(image.shape[:2])
-    boxes = _detect_at(detector, image, detect_size)
-    if not boxes and longest > detect_size:
-        boxes = _detect_at(detector, image, min(2 * detect_size, longest))
+    boxes = _detect_scaled(detector, image, _scan_scale(image, detect_size))
+    if not boxes and retry_larger and longest > detect_size:
+        boxes = _detect_scaled(detector, image, min(2 * detect_size, longest) / longest)
+    return _largest_first(boxes)
+
+
+def detect_near(detector: FaceDetector, image: np.ndarray, last: Box) -> Box | None:
+    """Find again a face last seen at `last`: the box best overlapping it in a region around it.
+
+    The region (REGION_CONTEXT times the face) is cut from the full-resolution frame and
+    scaled so the face is REGION_FACE_PX wide: a fraction of a whole-frame scan's pixels,
+    and small faces are seen at full detail.
+    """
+    height, width = image.shape[:2]
+    face_side = max(last.x1 - last.x0, last.y1 - last.y0, 1.0)
+    half = face_side * REGION_CONTEXT / 2.0
+    cx, cy = (last.x0 + last.x1) / 2.0, (last.y0 + last.y1) / 2.0
+    x0, y0 = max(0, round(cx - half)), max(0, round(cy - half))
+    x1, y1 = min(width, round(cx + half)), min(height, round(cy + half))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    found = _detect_scaled(detector, image[y0:y1, x0:x1], REGION_FACE_PX / face_side)
+    shifted = [Box(b.x0 + x0, b.y0 + y0, b.x1 + x0, b.y1 + y0, b.score) for b in found]
+    best = max(shifted, key=last.iou, default=None)
+    return best if best is not None and best.iou(last) > 0 else None
+
+
+def detect_in_frames(
+    detector: FaceDetector,
+    images: Sequence[np.ndarray],
+    detect_size: int = 640,
+    scan_every: int = 8,
+    max_faces: int | None = None,
+) -> list[list[Box]]:
+    """The faces in consecutive sampled frames of one video, largest first in each frame.
+
+    The whole frame is scanned every `scan_every` frames to find faces, and on every frame
+    while no face is known, then with a retry at a larger size. In between, each known face
+    is searched for near its last box with `detect_near`, which costs a fraction of a scan;
+    a face missed that way (turned away, occluded) is still looked for near where it was
+    for `scan_every` frames. `max_faces` keeps the largest few.
+    """
+    per_frame: list[list[Box]] = []
+    known: dict[int, tuple[Box, int]] = {}  # face -> (last box, frames missed since)
+    new_faces = itertools.count()
+    for index, image in enumerate(images):
+        found: dict[int, Box] = {}
+        scan = index % scan_every == 0 or not known
+        if scan:
+            boxes = detect_faces(detector, image, detect_size, retry_larger=not known)
+            _add_scanned(boxes, known, found, new_faces)
+        for face, (last, _) in known.items():
+            again = None if face in found else detect_near(detector, image, last)
+            if again and all(again.iou(box) < SAME_FACE_IOU for box in found.values()):
+                found[face] = again
+        if not scan and any(face not in found for face in known):
+            boxes = detect_faces(detector, image, detect_size, retry_larger=False)
+            _add_scanned(boxes, known, found, new_faces)
+        kept = sorted(found, key=lambda face: found[face].area, reverse=True)[:max_faces]
+        missed = {face: (box, misses + 1) for face, (box, misses) in known.items()
+                  if face not in found and misses < scan_every}  # fmt: skip
+        known = missed | {face: (found[face], 0) for face in kept}
+        per_frame.append([found[face] for face in kept])
+    return per_frame
+
+
+def _add_scanned(
+    boxes: list[Box],
+    known: dict[int, tuple[Box, int]],
+    found: dict[int, Box],
+    new_faces: Iterator[int],
+) -> None:
+    """Add a scan's boxes to this frame's faces: each is the known face it overlaps best (not
+    yet found), or a new face; a box overlapping a face already found is that face again."""
+    for box in boxes:
+        if any(box.iou(other) >= SAME_FACE_IOU for other in found.values()):
+            continue
+        overlaps = [(box.iou(last), face) for face, (last, _) in known.items() if face not in found]
+        overlap, face = max(overlaps, default=(0.0, -1))
+        found[face if overlap >= SAME_FACE_IOU else next(new_faces)] = box
+
+
+def _scan_scale(image: np.ndarray, detect_size: int) -> float:
+    return min(MAX_UPSCALE, detect_size / max(image.shape[:2]))
+
+
+def _largest_first(boxes: list[Box]) -> list[Box]:
     return sorted(boxes, key=lambda b: b.area, reverse=True)
 
 
-def _detect_at(detector: FaceDetector, image: np.ndarray, detect_size: int) -> list[Box]:
+def _detect_scaled(detector: FaceDetector, image: np.ndarray, scale: float) -> list[Box]:
+    """Detect on the image resized by `scale`; boxes in the image's pixels, clipped to it."""
     height, width = image.shape[:2]
-    scale = min(MAX_UPSCALE, detect_size / max(height, width))
     resized = image
     if scale != 1.0:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))

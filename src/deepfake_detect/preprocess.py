@@ -72,15 +72,18 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(handle, array, allow_pickle=False)
 
 
-def process_video(item: VideoItem, config: CropConfig, faces_dir: Path) -> VideoResult:
+def process_video(
+    item: VideoItem, config: CropConfig, faces_dir: Path, threads: int = 0
+) -> VideoResult:
     """Crop one video's faces and save them as one .npy; return its metadata and crop records.
 
-    Never raises for a bad video: the failure becomes the result's status and error.
+    `threads` decode the video (0: one per core). Never raises for a bad video: the failure
+    becomes the result's status and error.
     """
     if item.missing:
         return _failure(item, "missing", f"{item.path}: listed by the dataset but not on disk")
     try:
-        faces = extract_faces(item.path, config)
+        faces = extract_faces(item.path, config, threads)
     except VideoError as error:
         return _failure(item, error.status, str(error))
     except Exception as error:  # one broken video must never stop a run of thousands
@@ -96,6 +99,14 @@ def process_video(item: VideoItem, config: CropConfig, faces_dir: Path) -> Video
     }  # fmt: skip
     records = [{"video_id": item.video_id} | record for record in faces.records]
     return VideoResult(item.video_id, video_fields, records)
+
+
+def _one_core_per_worker() -> None:
+    """Pool initializer: a worker is one core's worth of work (its decoder gets one thread,
+    OpenCV too), so N workers use N cores instead of each spreading over all of them."""
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 def _failure(item: VideoItem, status: str, message: str) -> VideoResult:
@@ -170,7 +181,11 @@ class VideoDataProcessor:
         crop_size: side of the square crops in pixels.
         margin: added on each side of the face box, as a fraction of its size.
         faces_per_frame: keep at most this many faces per frame, largest first.
-        num_workers: processes; 0 runs in this process.
+        detect_size: longer side of the frame copy a whole-frame scan sees.
+        scan_every: scan whole frames every Nth sampled frame; in between, known faces are
+            searched for near their last box (1 scans every frame).
+        num_workers: processes, each decoding on one thread (one core each); 0 runs in this
+            process with a decoder thread per core.
         limit: process only the first N videos (by video id).
         val_fraction, test_fraction, seed: the group split used where a dataset has none.
         splits_dir: FaceForensics++ official split JSON files.
@@ -193,6 +208,7 @@ class VideoDataProcessor:
         margin: float = 0.3,
         faces_per_frame: int | None = None,
         detect_size: int = 640,
+        scan_every: int = 8,
         num_workers: int | None = None,
         limit: int | None = None,
         val_fraction: float = 0.1,
@@ -215,6 +231,7 @@ class VideoDataProcessor:
                 margin=margin,
                 faces_per_frame=faces_per_frame,
                 detect_size=detect_size,
+                scan_every=scan_every,
             )
         except ValueError as error:
             raise PreprocessError(str(error)) from None
@@ -371,15 +388,18 @@ class VideoDataProcessor:
         attempts: Counter[str] = Counter()
         context = get_context("spawn")
         while queue:
-            with ProcessPoolExecutor(self.num_workers, mp_context=context) as pool:
+            with ProcessPoolExecutor(
+                self.num_workers, mp_context=context, initializer=_one_core_per_worker
+            ) as pool:
                 running: dict[Future, VideoItem] = {}
                 try:
                     while queue or running:
                         while queue and len(running) < 2 * self.num_workers:
                             item = queue.pop()
-                            running[
-                                pool.submit(process_video, item, self.config, self.faces_dir)
-                            ] = item
+                            job = pool.submit(
+                                process_video, item, self.config, self.faces_dir, threads=1
+                            )
+                            running[job] = item
                         finished, _ = wait(running, return_when=FIRST_COMPLETED)
                         for future in finished:
                             item = running.pop(future)

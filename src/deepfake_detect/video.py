@@ -79,8 +79,11 @@ def sample_indices(
     return indices[:max_frames] if max_frames else indices
 
 
-def _open(path: Path) -> av.container.InputContainer:
-    """Open a container, turning every way it can fail into a VideoError with a status."""
+def _open(path: Path, threads: int = 0) -> av.container.InputContainer:
+    """Open a container, turning every way it can fail into a VideoError with a status.
+
+    The video stream decodes on `threads` threads (0: FFmpeg's choice, one per core).
+    """
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -104,7 +107,9 @@ def _open(path: Path) -> av.container.InputContainer:
     if not container.streams.video:
         container.close()
         raise VideoError("no_video_stream", f"{path}: has no video stream")
-    container.streams.video[0].thread_type = "AUTO"
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    stream.thread_count = threads
     return container
 
 
@@ -201,8 +206,9 @@ def read_frames(
     frames_per_video: int | None = None,
     sampling_rate: int | None = None,
     max_frames: int | None = None,
+    threads: int = 0,
 ) -> tuple[VideoInfo, list[Frame]]:
-    """Probe a video and decode the sampled frames.
+    """Probe a video and decode the sampled frames on `threads` threads (0: one per core).
 
     When the container overstates its frame count (a truncated file), the indices are
     chosen again over the frames that really decode, so sampling still spans the video.
@@ -212,11 +218,11 @@ def read_frames(
     if not wanted:
         raise VideoError("no_frames", f"{path}: video stream has no frames")
     try:
-        with _open(path) as container:
+        with _open(path, threads) as container:
             frames, decoded = _decode_frames(container, wanted, info.fps)
         if 0 < decoded < info.n_frames and len(frames) < len(wanted):
             wanted = sample_indices(decoded, frames_per_video, sampling_rate, max_frames)
-            with _open(path) as container:
+            with _open(path, threads) as container:
                 frames, decoded = _decode_frames(container, wanted, info.fps)
     except av.error.FFmpegError as error:
         raise VideoError("decode_error", f"{path}: decoding failed ({error})") from None
