@@ -93,7 +93,7 @@ class OpenCVDetector:
 
 
 MAX_UPSCALE = 2.0
-REGION_CONTEXT = 2.4  # a followed face is searched for in a square this many times its size,
+REGION_CONTEXT = 2.0  # a followed face is searched for in a square this many times its size,
 REGION_FACE_PX = 100  # scaled so that the face is this wide (dlib's window is 80 px)
 SAME_FACE_IOU = 0.3  # a scanned box overlapping a followed face this much is that face
 
@@ -214,8 +214,10 @@ def _detect_scaled(detector: FaceDetector, image: np.ndarray, scale: float) -> l
     height, width = image.shape[:2]
     resized = image
     if scale != 1.0:
+        # bilinear: 0.3 ms against area's 2.5 ms for 854x480 to 640x360, and the detector
+        # finds the same faces (crops, which the model sees, keep area interpolation)
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        resized = _resize(image, *size)
+        resized = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
     boxes = [box.scaled(1.0 / scale) for box in detector.detect(resized)]
     clipped = [
         replace(b, x0=max(0.0, b.x0), y0=max(0.0, b.y0), x1=min(width, b.x1), y1=min(height, b.y1))
