@@ -243,7 +243,7 @@ def compare_detection(clips: list[Path]) -> None:
         counts = [sum(map(len, boxes)) for boxes in (followed[0], every[0])]
         totals += (*counts, followed[1], every[1])
         mean_iou = np.mean(ious) if ious else float("nan")
-        name, times = f"{clip.parent.name}/{clip.name}", f"{followed[1]:.2f} / {every[1]:.2f}"
+        name, times = f"{clip.parts[-3]}/{clip.name}", f"{followed[1]:.2f} / {every[1]:.2f}"
         print(f"{name:<34}{counts[0]:>7} / {counts[1]:<4}{mean_iou:>10.2f}{times:>16}")
     times = f"{totals[2]:.2f} / {totals[3]:.2f}"
     print(f"{'all':<34}{totals[0]:>7.0f} / {totals[1]:<4.0f}{'':>10}{times:>16}"
@@ -262,7 +262,7 @@ def _schedule(detector: Any, clip: Path, scan_every: int) -> tuple[list, float]:
 
 
 def sample_clips() -> list[Path]:
-    """The real clips of ../shared/samples, when it exists (see its README)."""
+    """The clips of ../shared/samples (FF++, DFDC, GRID), when it exists."""
     samples = Path(__file__).resolve().parents[2] / "shared" / "samples"
     return sorted(p for p in samples.rglob("*") if p.suffix in {".mp4", ".avi", ".mpg"})
 
