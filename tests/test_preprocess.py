@@ -168,6 +168,36 @@ def test_worker_pool_gives_the_same_result_as_in_process(tmp_path):
     assert serial[2] == pool[2]
 
 
+CRASHING_WORKERS = """
+import os
+import deepfake_detect.preprocess as stage
+
+real_extract_faces = stage.extract_faces
+
+def extract_or_die(path, *args, **kwargs):
+    if path.stem.startswith("crash"):
+        os._exit(1)  # as a decoder segfault would
+    return real_extract_faces(path, *args, **kwargs)
+
+stage.extract_faces = extract_or_die
+"""
+
+
+def test_a_video_that_kills_its_worker_is_recorded_and_the_others_finish(tmp_path, monkeypatch):
+    """Workers load a sitecustomize that dies on crash*.mp4, the way a decoder segfault would."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(CRASHING_WORKERS)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "site"), *sys.path]))
+    data = make_dataset(tmp_path / "data", n_real=3, n_fake=2)
+    face_clip(data / "real" / "crash.mp4", seed=5)
+    metadata = VideoDataProcessor([data], tmp_path / "out", **FAST | {"num_workers": 2}).run()
+    status = dict(zip(metadata.video_id, metadata.status, strict=True))
+    assert status.pop("data__real__crash") == "worker_crash"
+    assert set(status.values()) == {"ok"} and len(status) == 5
+    error = metadata.set_index("video_id").error["data__real__crash"]
+    assert error.endswith("crash.mp4: the worker decoding it died")
+
+
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "deepfake_detect", *args]
 

@@ -42,7 +42,6 @@ FORMAT_VERSION = 1
 JOURNAL = "progress.jsonl"
 # Statuses that may change by themselves (the file appears, is made readable): retried on resume.
 RETRY_ON_RESUME = frozenset({"missing", "read_error", "worker_crash"})
-MAX_ATTEMPTS = 2
 METADATA_COLUMNS = [
     "video_id", "path", "dataset", "label", "group", "split", "method", "npy_path",
     "n_frames_saved", "n_crops", "n_faces", "fps", "width", "height", "duration",
@@ -382,36 +381,36 @@ class VideoDataProcessor:
         yield from self._pool_results(items)
 
     def _pool_results(self, items: list[VideoItem]) -> Iterator[VideoResult]:
-        """A process pool fed a few items at a time; a worker that dies (a decoder crash) is
-        replaced, and a video that kills workers twice is recorded as worker_crash."""
-        queue = list(reversed(items))
-        attempts: Counter[str] = Counter()
-        context = get_context("spawn")
-        while queue:
-            with ProcessPoolExecutor(
-                self.num_workers, mp_context=context, initializer=_one_core_per_worker
-            ) as pool:
-                running: dict[Future, VideoItem] = {}
-                try:
-                    while queue or running:
-                        while queue and len(running) < 2 * self.num_workers:
-                            item = queue.pop()
+        """A process pool fed a few items at a time. When a worker dies (a decoder crash), the
+        videos it may have been working on are retried one at a time in a fresh pool, so the
+        one that kills a worker alone is recorded as worker_crash and the others finish."""
+        queue, suspects = list(reversed(items)), []
+        while queue or suspects:
+            alone = bool(suspects)
+            batch = [suspects.pop()] if alone else queue
+            running: dict[Future, VideoItem] = {}
+            try:
+                with ProcessPoolExecutor(
+                    self.num_workers, mp_context=get_context("spawn"),
+                    initializer=_one_core_per_worker,
+                ) as pool:  # fmt: skip
+                    while batch or running:
+                        while batch and len(running) < 2 * self.num_workers:
                             job = pool.submit(
-                                process_video, item, self.config, self.faces_dir, threads=1
+                                process_video, batch[-1], self.config, self.faces_dir, threads=1
                             )
-                            running[job] = item
+                            running[job] = batch.pop()
                         finished, _ = wait(running, return_when=FIRST_COMPLETED)
                         for future in finished:
-                            item = running.pop(future)
-                            yield future.result()
-                except BrokenProcessPool:
-                    for item in running.values():
-                        attempts[item.video_id] += 1
-                        if attempts[item.video_id] >= MAX_ATTEMPTS:
-                            message = f"{item.path}: the worker processing it crashed twice"
-                            yield _failure(item, "worker_crash", message)
-                        else:
-                            queue.append(item)
+                            result = future.result()
+                            del running[future]
+                            yield result
+            except BrokenProcessPool:
+                if not alone:
+                    suspects.extend(running.values())
+                    continue
+                (item,) = running.values()
+                yield _failure(item, "worker_crash", f"{item.path}: the worker decoding it died")
 
     def _write_tables(
         self, items: list[VideoItem], results: dict[str, VideoResult]
