@@ -5,8 +5,9 @@ decode-only with PyAV (every frame, no conversion) in 1 process and in a warm po
 limit; end-to-end `VideoDataProcessor` with default settings and 1 or N workers, wall time
 including the spawn pool (the "warm" rate takes out a separately timed pool start-up and
 shutdown); and the peak RSS of any worker process. Prints one table per resolution with
-PASS/FAIL against the issue's targets. Twelve clips make the pool's start-up (about 0.6 s
-a worker: imports) a small part of the run.
+PASS/FAIL against the issue's targets, judged on warm rates: the decode-only limit is
+measured with its pool already started, and the pool's start-up (about 0.6 s: a worker
+imports the package) is a one-off that thousands of videos make negligible.
 
 Then, on the generated clips and on ../shared/samples when it exists, how the detection
 schedule compares with scanning every frame: faces found, mean IoU of the largest face's
@@ -276,7 +277,7 @@ def _verdict(ok: bool) -> str:
 
 COLUMNS = (
     ("run", "<22"), ("wall s", ">8"), ("videos/s", ">10"), ("frames/s", ">10"),
-    ("crops/s", ">9"), ("start-up s", ">12"), ("videos/s warm", ">15"), ("vs decode", ">11"),
+    ("crops/s", ">9"), ("start-up s", ">12"), ("videos/s warm", ">15"), ("warm/decode", ">13"),
     ("peak RSS MB", ">13"), ("other CPU", ">11"),
 )  # fmt: skip
 MAX_OTHER_CPU = 0.1  # above this share, other processes were competing for the CPUs
@@ -299,7 +300,7 @@ def print_table(name: str, decode: dict[int, Measurement], runs: dict[int, Measu
         other = f"{m.other_cpu:.0%}"
         print(_row(m.label, f"{m.seconds:.2f}", rate, fps, "-", "-", "-", "-", "-", other))
     for w, m in runs.items():
-        share = m.videos_per_s / decode[w].videos_per_s
+        share = m.warm_videos_per_s / decode[w].videos_per_s
         rates = [f"{m.videos_per_s:.3f}", "-", f"{m.crops / m.seconds:.1f}"]
         warm = [f"{m.startup:.2f}", f"{m.warm_videos_per_s:.3f}", f"{share:.2f}x"]
         print(_row(m.label, f"{m.seconds:.2f}", *rates, *warm, f"{m.peak_mb or 0:.0f}",
@@ -317,20 +318,23 @@ def _target_line(description: str, value: str, ok: bool, note: str = "") -> None
 
 
 def print_targets(name: str, decode: dict[int, Measurement], runs: dict[int, Measurement]) -> None:
-    print("targets:")
+    """Judged on warm rates, as the decode-only limit is measured (its pool already started);
+    the rates including the pool's start-up follow in brackets."""
+    print("targets (warm rates; with the pool's start-up in brackets):")
     for w, m in runs.items():
-        share = m.videos_per_s / decode[w].videos_per_s
+        warm = m.warm_videos_per_s / decode[w].videos_per_s
+        cold = m.videos_per_s / decode[w].videos_per_s
         description = f"preprocess {w}w >= {MIN_DECODE_SHARE:.1f}x decode-only {w}p"
-        _target_line(description, f"{share:.2f}x", share >= MIN_DECODE_SHARE)
+        _target_line(description, f"{warm:.2f}x", warm >= MIN_DECODE_SHARE, f"  ({cold:.2f}x)")
     base = min(runs)
     for w in sorted(runs)[1:]:
         target = MIN_EFFICIENCY * w / base
-        speedup = runs[w].videos_per_s / runs[base].videos_per_s
         warm = runs[w].warm_videos_per_s / runs[base].warm_videos_per_s
+        cold = runs[w].videos_per_s / runs[base].videos_per_s
         limit = decode[w].videos_per_s / decode[base].videos_per_s
-        note = f"  (warm {warm:.2f}x; decode-only {w}p/{base}p {limit:.2f}x)"
+        note = f"  ({cold:.2f}x; decode-only {w}p/{base}p {limit:.2f}x)"
         _target_line(
-            f"speed-up {w}w/{base}w >= {target:.2f}x", f"{speedup:.2f}x", speedup >= target, note
+            f"speed-up {w}w/{base}w >= {target:.2f}x", f"{warm:.2f}x", warm >= target, note
         )
     if name == "1080p":
         peak = max(m.peak_mb or 0 for m in runs.values())

@@ -63,9 +63,11 @@ class DlibDetector:
         self._upsample = upsample
 
     def detect(self, image: np.ndarray) -> list[Box]:
-        # dlib ignores row padding: PyAV's frames of odd widths (854 px) have padded rows,
-        # which dlib would read as pixels. A contiguous copy is what it expects.
-        rects, scores, _ = self._detector.run(np.ascontiguousarray(image), self._upsample, 0.0)
+        # Greyscale: HOG on colour takes the strongest gradient of three channels, for a
+        # quarter more time and no face more on FF++, DFDC and GRID. The conversion also
+        # gives dlib the contiguous rows it assumes (PyAV pads the rows of 854-px frames).
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        rects, scores, _ = self._detector.run(grey, self._upsample, 0.0)
         return [
             Box(r.left(), r.top(), r.right(), r.bottom(), float(s))
             for r, s in zip(rects, scores, strict=True)
@@ -94,7 +96,7 @@ class OpenCVDetector:
 
 MAX_UPSCALE = 2.0
 REGION_CONTEXT = 2.0  # a followed face is searched for in a square this many times its size,
-REGION_FACE_PX = 100  # scaled so that the face is this wide (dlib's window is 80 px)
+REGION_FACE_PX = 90  # scaled so that the face is this wide (dlib's window is 80 px)
 SAME_FACE_IOU = 0.3  # a scanned box overlapping a followed face this much is that face
 
 DETECTORS: dict[str, type] = {"dlib": DlibDetector, "opencv": OpenCVDetector}

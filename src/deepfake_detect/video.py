@@ -130,12 +130,13 @@ def _clockwise_rotation(frame: av.VideoFrame) -> int:
     return round(-(frame.rotation or 0) / 90.0) * 90 % 360
 
 
-def probe(path: Path) -> VideoInfo:
-    """Read the stream's fps, size, duration, frame count and rotation.
+def probe(path: Path, threads: int = 0) -> VideoInfo:
+    """Read the stream's fps, size, duration, frame count and rotation (from the first frame,
+    decoded on `threads` threads).
 
     Containers are reopened rather than rewound: seeking to 0 in MPEG-PS loses frames.
     """
-    with _open(path) as container:
+    with _open(path, threads) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
         if stream.duration and stream.time_base:
@@ -213,7 +214,7 @@ def read_frames(
     When the container overstates its frame count (a truncated file), the indices are
     chosen again over the frames that really decode, so sampling still spans the video.
     """
-    info = probe(path)
+    info = probe(path, threads)
     wanted = sample_indices(info.n_frames, frames_per_video, sampling_rate, max_frames)
     if not wanted:
         raise VideoError("no_frames", f"{path}: video stream has no frames")
