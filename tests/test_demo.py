@@ -23,5 +23,7 @@ def test_quick_demo_runs_end_to_end_and_reuses_finished_steps(tmp_path):
     again = demo("--output-dir", str(tmp_path))
     assert again.returncode == 0, again.stderr
     assert again.stderr.count("already done, reused") == 2  # synth and training
-    fresh = demo("--output-dir", str(tmp_path), "--fresh")
+    first_manifest = (tmp_path / "clips" / "manifest.csv").read_text()
+    fresh = demo("--output-dir", str(tmp_path), "--fresh", "--seed", "1")
     assert fresh.returncode == 0 and "already done" not in fresh.stderr
+    assert (tmp_path / "clips" / "manifest.csv").read_text() != first_manifest

@@ -65,9 +65,18 @@ def _timed(console: Console, work: Callable[[], Any]) -> Any:
 
 
 def run_demo(
-    output_dir: Path, *, quick: bool = False, fresh: bool = False, console: Console | None = None
+    output_dir: Path,
+    *,
+    quick: bool = False,
+    fresh: bool = False,
+    seed: int = 0,
+    console: Console | None = None,
 ) -> DemoResult:
-    """Run the six steps of the demo in `output_dir`; return where the results are."""
+    """Run the six steps of the demo in `output_dir`; return where the results are.
+
+    `seed` draws the synthetic clips and seeds training, so a result can be checked on other
+    seeds; steps reused from an earlier run keep that run's seed (`fresh` redoes them).
+    """
     console = console or Console(stderr=True)
     size = QUICK if quick else FULL
     if fresh and output_dir.exists():
@@ -78,7 +87,7 @@ def run_demo(
     _step(console, 1, "synthesise clips of packaged real faces", done)
     if not done:
         _timed(console, lambda: generate_dataset(
-            clips, videos=size.videos, seed=0, size=size.clip_size, fps=size.fps,
+            clips, videos=size.videos, seed=seed, size=size.clip_size, fps=size.fps,
             seconds=size.seconds,
         ))  # fmt: skip
 
@@ -98,7 +107,7 @@ def run_demo(
         config = TrainConfig(
             train=crops, output_dir=run, resume_checkpoint=resume, image_size=size.crop_size,
             max_epochs=size.max_epochs, max_minutes=size.max_minutes,
-            self_blend=0.5, augment="light", lr=2e-3, patience=size.patience,
+            self_blend=0.5, augment="light", lr=2e-3, patience=size.patience, seed=seed,
         )  # fmt: skip
         _timed(console, lambda: run_training(config, console))
 
