@@ -46,8 +46,9 @@ class CropConfig:
         if self.face_detector not in DETECTORS:
             known = ", ".join(DETECTORS)
             raise ValueError(f"unknown face detector {self.face_detector!r}; known: {known}")
-        positive = ("frames_per_video", "frame_sampling_rate", "max_frames", "faces_per_frame")
-        for name in (*positive, "scan_every"):
+        for name in (
+            "frames_per_video", "frame_sampling_rate", "max_frames", "faces_per_frame", "scan_every"
+        ):  # fmt: skip
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")

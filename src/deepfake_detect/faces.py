@@ -121,10 +121,10 @@ def detect_faces(
     too small at 640 px. Boxes are clipped to the frame and returned largest first.
     """
     longest = max(image.shape[:2])
-    boxes = _detect_scaled(detector, image, _scan_scale(image, detect_size))
+    boxes = _detect_scaled(detector, image, min(MAX_UPSCALE, detect_size / longest))
     if not boxes and retry_larger and longest > detect_size:
         boxes = _detect_scaled(detector, image, min(2 * detect_size, longest) / longest)
-    return _largest_first(boxes)
+    return sorted(boxes, key=lambda b: b.area, reverse=True)
 
 
 def detect_near(detector: FaceDetector, image: np.ndarray, last: Box) -> Box | None:
@@ -201,14 +201,6 @@ def _add_scanned(
         overlaps = [(box.iou(last), face) for face, (last, _) in known.items() if face not in found]
         overlap, face = max(overlaps, default=(0.0, -1))
         found[face if overlap >= SAME_FACE_IOU else next(new_faces)] = box
-
-
-def _scan_scale(image: np.ndarray, detect_size: int) -> float:
-    return min(MAX_UPSCALE, detect_size / max(image.shape[:2]))
-
-
-def _largest_first(boxes: list[Box]) -> list[Box]:
-    return sorted(boxes, key=lambda b: b.area, reverse=True)
 
 
 def _detect_scaled(detector: FaceDetector, image: np.ndarray, scale: float) -> list[Box]:
