@@ -234,14 +234,17 @@ def bench_preprocess(dataset: Path, n_videos: int, out_dir: Path, workers: int) 
 def compare_detection(clips: list[Path]) -> None:
     """Default schedule (scans every 8th frame, follows faces between) against a scan per frame."""
     from deepfake_detect.faces import create_detector
+    from deepfake_detect.video import read_frames
 
     detector = create_detector("dlib")
     print("\n== detection: scan every 8th frame + follow faces, against a scan on every frame ==")
     print(f"{'clip':<34}{'faces found':>14}{'mean IoU':>10}{'detect CPU s':>16}")
     totals = np.zeros(4)
     for clip in clips:
-        followed, every = (_schedule(detector, clip, scan_every) for scan_every in (8, 1))
-        ious = [max(map(a[0].iou, b), default=0.0) for a, b in zip(every[0], followed[0]) if a]  # noqa: B905
+        images = [frame.image for frame in read_frames(clip, frames_per_video=32)[1]]
+        followed, every = (_schedule(detector, images, scan_every) for scan_every in (8, 1))
+        pairs = zip(every[0], followed[0], strict=True)
+        ious = [max(map(a[0].iou, b), default=0.0) for a, b in pairs if a]
         counts = [sum(map(len, boxes)) for boxes in (followed[0], every[0])]
         totals += (*counts, followed[1], every[1])
         mean_iou = np.mean(ious) if ious else float("nan")
@@ -252,12 +255,10 @@ def compare_detection(clips: list[Path]) -> None:
           f"  ({totals[3] / totals[2]:.1f}x less CPU)")  # fmt: skip
 
 
-def _schedule(detector: Any, clip: Path, scan_every: int) -> tuple[list, float]:
-    """The boxes of 32 sampled frames under one detection schedule, and its CPU seconds."""
+def _schedule(detector: Any, images: list[np.ndarray], scan_every: int) -> tuple[list, float]:
+    """The boxes of a clip's sampled frames under one detection schedule, and its CPU seconds."""
     from deepfake_detect.faces import detect_in_frames
-    from deepfake_detect.video import read_frames
 
-    images = [frame.image for frame in read_frames(clip, frames_per_video=32)[1]]
     start = time.process_time()
     boxes = detect_in_frames(detector, images, scan_every=scan_every)
     return boxes, time.process_time() - start
