@@ -42,11 +42,11 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
+from deepfake_detect.blend import SelfBlendSource
 from deepfake_detect.evaluate import evaluate
 from deepfake_detect.inference import Predictor
 from deepfake_detect.metrics import binary_metrics
 from deepfake_detect.preprocess import VideoDataProcessor
-from deepfake_detect.synth import SelfBlendSource
 from deepfake_detect.training import TrainConfig, run_training
 
 REPO = Path(__file__).resolve().parents[1]

@@ -48,9 +48,9 @@ from lightning.pytorch.callbacks import Callback
 from machine_load import cpu_snapshot, other_share
 from torch.utils.data import DataLoader
 
-from deepfake_detect.data import AUGMENTATIONS, read_metadata, select_split
 from deepfake_detect.models import ModelConfig, ModelError, create_model
 from deepfake_detect.training import CropDataModule, DeepfakeClassifier, TrainConfig
+from deepfake_detect.training_data import AUGMENTATIONS, read_metadata, select_split
 
 STAGE1_CROP = 256  # stage 1's default crop size; larger inputs get crops at their own size
 GPU_SAMPLE_SECONDS = 0.5

@@ -13,8 +13,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from deepfake_detect.blend import face_swap, self_blend
 from deepfake_detect.faces import Box
-from deepfake_detect.synth import face_swap, packaged_face_sources, self_blend
+from deepfake_detect.synth import packaged_face_sources
 
 OUTPUT = Path(__file__).resolve().parent / "synth.png"
 SEED = 4

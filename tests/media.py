@@ -123,7 +123,8 @@ def crops_folder(
     `videos` maps a split to the labels of its videos; each video is its own group. Splits in
     `real_only_splits` get only real videos whatever the labels say.
     """
-    from deepfake_detect.synth import SelfBlendSource, camera_frames
+    from deepfake_detect.blend import SelfBlendSource
+    from deepfake_detect.synth import camera_frames
 
     (root / "faces").mkdir(parents=True, exist_ok=True)
     names = ["grace_hopper", "astronaut"]

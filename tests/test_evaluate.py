@@ -17,11 +17,11 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from deepfake_detect.data import DataError
-from deepfake_detect.datasets import DatasetError
+from deepfake_detect.dataset_layouts import DatasetError
 from deepfake_detect.evaluate import evaluate
 from deepfake_detect.inference import Predictor
 from deepfake_detect.training import TrainConfig, run_training
+from deepfake_detect.training_data import DataError
 
 
 class KnownScores(Predictor):

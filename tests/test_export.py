@@ -7,7 +7,8 @@ from media import crops_folder
 
 from deepfake_detect import export
 from deepfake_detect.artifact import ModelArtifact, load_artifact, save_artifact
-from deepfake_detect.export import ExportError, export_onnx, onnx_runner
+from deepfake_detect.backends import BackendError, onnx_runner
+from deepfake_detect.export import ExportError, export_onnx
 from deepfake_detect.inference import Predictor
 from deepfake_detect.models import create_model
 from deepfake_detect.training import TrainConfig, run_training
@@ -92,7 +93,7 @@ def test_a_mismatch_writes_nothing_and_output_can_go_elsewhere(meso4, tmp_path, 
 
 
 def test_missing_onnx_file_names_the_path_and_the_command(tmp_path):
-    with pytest.raises(ExportError) as error:
+    with pytest.raises(BackendError) as error:
         onnx_runner(tmp_path)
     assert str(tmp_path / "model.onnx") in str(error.value)
     assert "deepfake-detect export --onnx" in str(error.value)

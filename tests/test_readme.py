@@ -127,3 +127,17 @@ def test_fast_flags_exist(command):
     result = subprocess.run(command_line, capture_output=True, text=True, env=wide)
     for flag in (word for word in FAST[command] if word.startswith("--")):
         assert flag in result.stdout, flag
+
+
+def test_the_readme_lists_every_status_with_its_meaning():
+    """The README's status table is the Status enum, meaning for meaning, in its order."""
+    from deepfake_detect.status import STATUS_MEANINGS, Status
+
+    rows = [
+        line.split("|")[1:3]
+        for line in README.read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `") and line.split("|")[1].strip(" `") in set(Status)
+    ]
+    table = {cell.strip(" `"): meaning.strip() for cell, meaning in rows}
+    assert list(table) == list(Status)
+    assert table == {str(status): meaning for status, meaning in STATUS_MEANINGS.items()}

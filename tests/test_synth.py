@@ -7,20 +7,18 @@ import pandas as pd
 import pytest
 from media import face_clip, face_photo, truncated_copy
 
-from deepfake_detect.datasets import ADAPTERS
-from deepfake_detect.faces import Box, create_detector, detect_faces
-from deepfake_detect.synth import (
+from deepfake_detect.blend import (
     Drift,
     MaskShape,
     SelfBlendSource,
     SourceJitter,
-    SynthError,
     face_mask,
     face_swap,
-    generate_dataset,
-    load_face_source,
     self_blend,
 )
+from deepfake_detect.dataset_layouts import ADAPTERS
+from deepfake_detect.faces import Box, create_detector, detect_faces
+from deepfake_detect.synth import SynthError, generate_dataset, load_face_source
 from deepfake_detect.video import read_frames
 
 # 128 px: on AVX-512 CPUs x264's macroblock-tree code encodes differently from run to run

@@ -14,8 +14,14 @@ from media import crops_folder
 from safetensors.torch import load_file
 
 from deepfake_detect.artifact import load_artifact
-from deepfake_detect.data import DataError, EpochSampler, read_metadata, select_split, verify
 from deepfake_detect.training import TrainConfig, TrainError, read_history, run_training
+from deepfake_detect.training_data import (
+    DataError,
+    EpochSampler,
+    read_metadata,
+    select_split,
+    verify,
+)
 
 SMALL = {"batch_size": 16, "crops_per_video": 4, "val_crops_per_video": 6, "progress": False,
          "image_size": 64, "augment": "none"}  # fmt: skip

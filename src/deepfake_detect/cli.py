@@ -11,9 +11,10 @@ import typer
 from rich.console import Console
 
 from deepfake_detect import __version__
-from deepfake_detect.datasets import ADAPTERS, DatasetError
+from deepfake_detect.dataset_layouts import ADAPTERS, DatasetError
 from deepfake_detect.faces import DETECTORS
 from deepfake_detect.preprocess import PreprocessError, VideoDataProcessor
+from deepfake_detect.status import Status
 
 app = typer.Typer(
     help="Tell whether a video of a face is real or a deepfake.",
@@ -138,7 +139,7 @@ def preprocess(
         metadata = processor.run()
     except (PreprocessError, DatasetError) as error:
         raise fail_usage(str(error)) from None
-    ok = int((metadata.status == "ok").sum())
+    ok = int((metadata.status == Status.OK).sum())
     console.print(f"{ok}/{len(metadata)} videos ok; tables in {output_dir}", highlight=False)
 
 
@@ -254,9 +255,9 @@ def train(
 ) -> None:
     """Train a detector on stage-1 crops; write checkpoints, logs and the model artifact."""
     from deepfake_detect.artifact import ArtifactError
-    from deepfake_detect.data import DataError
     from deepfake_detect.models import ModelError
     from deepfake_detect.training import TrainConfig, TrainError, run_training
+    from deepfake_detect.training_data import DataError
 
     given = {
         name: value
@@ -314,6 +315,7 @@ def predict(
 ) -> None:
     """Judge videos: a verdict per video and per person; exit 1 if some could not be scored."""
     from deepfake_detect.artifact import ArtifactError
+    from deepfake_detect.backends import BackendError
     from deepfake_detect.inference import (
         PredictError,
         Predictor,
@@ -329,7 +331,7 @@ def predict(
             model, device=device, backend=backend, frames=frames, aggregation=aggregation,
             threshold=threshold, batch_size=batch_size, min_frames=min_frames,
         )  # fmt: skip
-    except (PredictError, ArtifactError) as error:
+    except (PredictError, ArtifactError, BackendError) as error:
         raise fail_usage(str(error)) from None
     keep = report is not None
     predictions = [predictor.predict(video, keep_crops=keep) for video in _progress(videos)]
@@ -386,10 +388,11 @@ def evaluate(
 ) -> None:
     """Score a labelled set: AUC, EER, AP, accuracy, log loss, confusion, per method, plots."""
     from deepfake_detect.artifact import ArtifactError
-    from deepfake_detect.data import DataError
-    from deepfake_detect.datasets import DatasetError
+    from deepfake_detect.backends import BackendError
+    from deepfake_detect.dataset_layouts import DatasetError
     from deepfake_detect.evaluate import evaluate as run_evaluation
     from deepfake_detect.inference import PredictError, Predictor
+    from deepfake_detect.training_data import DataError
 
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -401,7 +404,7 @@ def evaluate(
             data, predictor, output_dir, dataset_format=dataset_format.value, split=split,
             splits_dir=splits_dir, progress=not quiet, console=console,
         )  # fmt: skip
-    except (DataError, DatasetError, PredictError, ArtifactError, OSError) as error:
+    except (DataError, DatasetError, PredictError, ArtifactError, BackendError, OSError) as error:
         raise fail_usage(str(error)) from None
     console.print(f"evaluation: {result.output_dir / 'evaluation.json'}", highlight=False)
 
@@ -416,13 +419,14 @@ def export(
 ) -> None:
     """Export a model for other runtimes (ONNX, checked against torch within 1e-4)."""
     from deepfake_detect.artifact import ArtifactError
+    from deepfake_detect.backends import BackendError
     from deepfake_detect.export import ExportError, export_onnx
 
     if not onnx:
         raise fail_usage("choose a format: --onnx")
     try:
         path = export_onnx(model, output)
-    except (ArtifactError, ExportError) as error:
+    except (ArtifactError, ExportError, BackendError) as error:
         raise fail_usage(str(error)) from None
     console.print(f"ONNX model: {path} (predict with --backend onnx)", highlight=False)
 
@@ -449,6 +453,7 @@ def serve(
 ) -> None:
     """Check videos in the browser: a local web page and REST API over predict."""
     from deepfake_detect.artifact import ArtifactError
+    from deepfake_detect.backends import BackendError
     from deepfake_detect.inference import PredictError
     from deepfake_detect.serve import ServeError
     from deepfake_detect.serve import serve as run_server
@@ -458,7 +463,7 @@ def serve(
             model, host=host, port=port, workers=workers, max_upload_mb=max_upload_mb,
             queue=queue, token=token, retention_s=retention_minutes * 60, device=device,
         )  # fmt: skip
-    except (ServeError, ArtifactError, PredictError) as error:
+    except (ServeError, ArtifactError, PredictError, BackendError) as error:
         raise fail_usage(str(error)) from None
 
 

@@ -24,6 +24,7 @@ from deepfake_detect.faces import (
     letterbox,
     track_faces,
 )
+from deepfake_detect.status import Status
 from deepfake_detect.video import Frame, VideoError, VideoInfo, read_frames
 
 
@@ -128,7 +129,7 @@ def extract_faces(path: Path, config: CropConfig, threads: int = 0) -> FaceCrops
     boxes = _select_faces(frames, config)
     detected = time.perf_counter()
     if not any(boxes):
-        raise VideoError("no_face", f"{path}: no face found in {len(frames)} frames")
+        raise VideoError(Status.NO_FACE, f"{path}: no face found in {len(frames)} frames")
     face_ids = track_faces(boxes)
     crops, records = [], []
     for frame, frame_boxes, frame_ids in zip(frames, boxes, face_ids, strict=True):

@@ -20,6 +20,7 @@ from deepfake_detect.evaluate import EvaluationResult, evaluate
 from deepfake_detect.inference import Predictor, verdict_table
 from deepfake_detect.preprocess import VideoDataProcessor
 from deepfake_detect.report import write_report
+from deepfake_detect.status import Status
 from deepfake_detect.synth import generate_dataset
 from deepfake_detect.training import TrainConfig, run_training
 
@@ -129,7 +130,7 @@ def run_demo(
 
 def _held_out_pair(metadata: pd.DataFrame) -> list[Path]:
     """The first real and the first fake clip of the test split that stage 1 could crop."""
-    test = metadata[(metadata.split == "test") & (metadata.status == "ok")]
+    test = metadata[(metadata.split == "test") & (metadata.status == Status.OK)]
     return [Path(test[test.label == label].path.iloc[0]) for label in (0, 1)]
 
 

@@ -25,10 +25,11 @@ from rich.progress import track
 from rich.table import Table
 from sklearn.metrics import roc_curve
 
-from deepfake_detect.data import DataError, npy_problem, read_metadata
-from deepfake_detect.datasets import DatasetError, VideoItem, discover
+from deepfake_detect.dataset_layouts import DatasetError, VideoItem, discover
 from deepfake_detect.inference import Predictor
 from deepfake_detect.metrics import METRIC_NAMES, binary_metrics, confusion
+from deepfake_detect.status import Status
+from deepfake_detect.training_data import DataError, npy_problem, read_metadata
 
 VIDEO_COLUMNS = ["video_id", "path", "label", "method", "split", "status", "error",
                  "probability", "prediction", "n_frames"]  # fmt: skip
@@ -127,7 +128,7 @@ def _items_table(items: list[VideoItem]) -> pd.DataFrame:
     """A raw dataset's videos as rows like metadata.csv's (missing files get their status)."""
     rows = [{"video_id": item.video_id, "path": str(item.path), "label": item.label,
              "method": item.method, "split": item.split or "",
-             "status": "missing" if item.missing else "ok",
+             "status": Status.MISSING if item.missing else Status.OK,
              "error": f"{item.path}: listed by the dataset but not on disk" if item.missing else ""}
             for item in items]  # fmt: skip
     return pd.DataFrame(rows)
@@ -150,7 +151,7 @@ def _score_raw(
     videos = table.assign(probability=math.nan, n_frames=0)
     frames = []
     for index, video in tracker(videos.iterrows(), len(videos)):
-        if video.status != "ok":
+        if video.status != Status.OK:
             continue
         prediction = predictor.predict(Path(video.path))
         probabilities = [frame.probability for frame in prediction.frames]
@@ -175,12 +176,12 @@ def _score_preprocessed(
     videos = videos.assign(probability=math.nan, n_frames=0)
     frames = []
     for index, video in tracker(table.iterrows(), len(table)):
-        if video.status != "ok":
+        if video.status != Status.OK:
             continue
         path = root / video.npy_path
         problem, _ = npy_problem(path, int(video.n_crops))
         if problem:
-            videos.loc[index, ["status", "error"]] = ["npy_error", problem]
+            videos.loc[index, ["status", "error"]] = [Status.NPY_ERROR, problem]
             continue
         crops = np.load(path, mmap_mode="r", allow_pickle=False)
         probabilities = predictor.probabilities(predictor.score_crops(crops))

@@ -1,4 +1,4 @@
-"""A model artifact to ONNX, checked against torch, and an onnxruntime runner over it.
+"""A model artifact to ONNX, checked against torch (the runner over it is in backends.py).
 
 The ONNX file takes a normalised float32 batch named "images", shape (N, 3, S, S), and gives
 one logit per image named "logits", shape (N,); N is free. It sits beside the artifact's
@@ -10,25 +10,26 @@ package works without them.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from deepfake_detect.artifact import load_artifact, read_artifact
+from deepfake_detect.backends import (
+    INPUT_NAME,
+    ONNX_FILE,
+    OUTPUT_NAME,
+    onnx_session,
+    require_module,
+)
 from deepfake_detect.files import atomic_path
 
 if TYPE_CHECKING:
     import onnx
     import onnxruntime
 
-ONNX_FILE = "model.onnx"
-INPUT_NAME = "images"
-OUTPUT_NAME = "logits"
 # torch's exporter (torch.export based) implements opset 18 and up.
 MIN_OPSET = 18
 TOLERANCE = 1e-4
@@ -36,15 +37,6 @@ TOLERANCE = 1e-4
 
 class ExportError(ValueError):
     """A model that cannot be exported or run as ONNX; one line saying why."""
-
-
-def _require(name: str) -> ModuleType:
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        raise ExportError(
-            f"ONNX support needs the {name} package: reinstall deepfake-detect (pip install -e .)"
-        ) from None
 
 
 def export_onnx(model: Path, output: Path | None = None, opset: int = MIN_OPSET) -> Path:
@@ -62,14 +54,14 @@ def export_onnx(model: Path, output: Path | None = None, opset: int = MIN_OPSET)
     if opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is too old; torch's ONNX exporter needs {MIN_OPSET}+")
     for package in ("onnx", "onnxscript", "onnxruntime"):
-        _require(package)
+        require_module(package)
     _, weights = read_artifact(model)
     network, artifact = load_artifact(model)
     size = artifact.model.input_size
     proto = _to_onnx(network, size, opset)
-    _require("onnx").checker.check_model(proto, full_check=True)
+    require_module("onnx").checker.check_model(proto, full_check=True)
     data = proto.SerializeToString()
-    _check_parity(network, _session(data), size, artifact.model.name)
+    _check_parity(network, onnx_session(data), size, artifact.model.name)
     target = output if output is not None else weights.parent / ONNX_FILE
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
@@ -113,25 +105,3 @@ def _check_parity(
             f"{name}: ONNX logits differ from torch's by up to {difference.max():.2e} "
             f"(tolerance {TOLERANCE:.0e}, relative above 1); not written"
         )
-
-
-def _session(model: bytes | str) -> onnxruntime.InferenceSession:
-    """An onnxruntime session on CPU over a serialised model or a file."""
-    ort = _require("onnxruntime")
-    return ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-
-
-def onnx_runner(artifact_dir: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """Normalised float32 NCHW batch -> logits (N,), with onnxruntime over model.onnx."""
-    path = Path(artifact_dir) / ONNX_FILE
-    if not path.is_file():
-        raise ExportError(
-            f"{path}: no {ONNX_FILE}; run `deepfake-detect export --onnx MODEL` first"
-        )
-    session = _session(str(path))
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        images = np.ascontiguousarray(batch, dtype=np.float32)
-        return session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
-
-    return run

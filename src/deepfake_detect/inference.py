@@ -11,7 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,13 @@ from rich.table import Table
 from scipy.special import expit
 
 from deepfake_detect.artifact import ModelArtifact, load_artifact, read_artifact
+from deepfake_detect.backends import BACKENDS, Runner, onnx_runner, resolve_device, torch_runner
 from deepfake_detect.crops import CropConfig, extract_faces
 from deepfake_detect.metrics import AGGREGATIONS
 from deepfake_detect.models import to_model_input
+from deepfake_detect.status import Status
 from deepfake_detect.video import VideoError, is_video_file
 
-BACKENDS = ("torch", "onnx")
 # A face track shorter than this share of the main person's is reported but not used for the
 # verdict: one-frame tracks are mostly false detections.
 MIN_TRACK_SHARE = 0.25
@@ -93,7 +94,7 @@ class VideoPrediction:
 
     @property
     def scored(self) -> bool:
-        return self.status == "ok"
+        return self.status == Status.OK
 
     def to_dict(self, per_frame: bool = False) -> dict[str, Any]:
         """JSON-ready summary (per-frame scores only when asked: they can be long)."""
@@ -101,30 +102,6 @@ class VideoPrediction:
         if per_frame:
             summary["frames"] = [asdict(f) for f in self.frames]
         return summary
-
-
-Runner = Callable[[np.ndarray], np.ndarray]
-
-
-def torch_runner(network: torch.nn.Module, device: torch.device) -> Runner:
-    """Float NCHW batch (numpy) -> logits (numpy), with the network on `device`."""
-    network = network.to(device).eval()
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return network(torch.from_numpy(batch).to(device)).float().cpu().numpy()
-
-    return run
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in {"cpu", "cuda"} and not device.startswith("cuda:"):
-        raise PredictError(f"unknown device {device!r}; use auto, cpu or cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PredictError("--device cuda asked for, but no CUDA GPU is available")
-    return torch.device(device)
 
 
 class Predictor:
@@ -177,8 +154,6 @@ class Predictor:
     def _load(self, backend: str) -> tuple[ModelArtifact, Runner]:
         """The artifact and a runner for it; the torch network is kept for Grad-CAM."""
         if backend == "onnx":
-            from deepfake_detect.export import onnx_runner
-
             artifact, weights = read_artifact(self.model_path)
             return artifact, onnx_runner(weights.parent)
         self.network, artifact = load_artifact(self.model_path)
@@ -206,7 +181,7 @@ class Predictor:
         except VideoError as error:
             return VideoPrediction(status=error.status, error=str(error), **base)
         except Exception as error:  # a batch of videos goes on past any one of them
-            return VideoPrediction(status="error", error=f"{path}: {error}", **base)
+            return VideoPrediction(status=Status.ERROR, error=f"{path}: {error}", **base)
         start = time.perf_counter()
         probabilities = self.probabilities(self.score_crops(faces.crops))
         timings = faces.timings | {"model": time.perf_counter() - start}
@@ -245,7 +220,7 @@ class Predictor:
             return Judgement(persons, None, None, "too_few_frames", message)
         probability = max(p.probability for p in persons if p.counted)
         verdict = "FAKE" if probability >= self.threshold else "REAL"
-        return Judgement(persons, probability, verdict, "ok", "")
+        return Judgement(persons, probability, verdict, Status.OK, "")
 
 
 def predict_video(path: Path | str, model: Path | str, **options: Any) -> VideoPrediction:

@@ -34,14 +34,15 @@ from rich.table import Table
 
 from deepfake_detect import __version__
 from deepfake_detect.crops import CropConfig, extract_faces
-from deepfake_detect.datasets import VideoItem, assign_splits, discover
+from deepfake_detect.dataset_layouts import VideoItem, assign_splits, discover
 from deepfake_detect.files import atomic_path
+from deepfake_detect.status import Status
 from deepfake_detect.video import VideoError
 
 FORMAT_VERSION = 1
 JOURNAL = "progress.jsonl"
 # Statuses that may change by themselves (the file appears, is made readable): retried on resume.
-RETRY_ON_RESUME = frozenset({"missing", "read_error", "worker_crash"})
+RETRY_ON_RESUME = frozenset({Status.MISSING, Status.READ_ERROR, Status.WORKER_CRASH})
 METADATA_COLUMNS = [
     "video_id", "path", "dataset", "label", "group", "split", "method", "npy_path",
     "n_frames_saved", "n_crops", "n_faces", "fps", "width", "height", "duration",
@@ -58,7 +59,7 @@ class PreprocessError(ValueError):
 
 
 @dataclass
-class VideoResult:
+class ProcessedVideo:
     """What processing one video produced: its metadata fields and one record per crop."""
 
     video_id: str
@@ -73,20 +74,20 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 def process_video(
     item: VideoItem, config: CropConfig, faces_dir: Path, threads: int = 0
-) -> VideoResult:
+) -> ProcessedVideo:
     """Crop one video's faces and save them as one .npy; return its metadata and crop records.
 
     `threads` decode the video (0: one per core). Never raises for a bad video: the failure
     becomes the result's status and error.
     """
     if item.missing:
-        return _failure(item, "missing", f"{item.path}: listed by the dataset but not on disk")
+        return _failure(item, Status.MISSING, f"{item.path}: listed by the dataset but not on disk")
     try:
         faces = extract_faces(item.path, config, threads)
     except VideoError as error:
         return _failure(item, error.status, str(error))
     except Exception as error:  # one broken video must never stop a run of thousands
-        return _failure(item, "error", f"{item.path}: {type(error).__name__}: {error}")
+        return _failure(item, Status.ERROR, f"{item.path}: {type(error).__name__}: {error}")
     npy_name = f"{item.video_id}.npy"
     _save_npy(faces_dir / npy_name, faces.crops)
     info = faces.info
@@ -94,10 +95,10 @@ def process_video(
         "fps": info.fps, "width": info.width, "height": info.height,
         "duration": info.duration, "n_frames": info.n_frames, "rotation": info.rotation,
         "npy_path": f"{faces_dir.name}/{npy_name}", "n_frames_saved": faces.n_frames_with_faces,
-        "n_crops": len(faces.crops), "n_faces": faces.n_faces, "status": "ok", "error": "",
+        "n_crops": len(faces.crops), "n_faces": faces.n_faces, "status": Status.OK, "error": "",
     }  # fmt: skip
     records = [{"video_id": item.video_id} | record for record in faces.records]
-    return VideoResult(item.video_id, video_fields, records)
+    return ProcessedVideo(item.video_id, video_fields, records)
 
 
 def _one_core_per_worker() -> None:
@@ -108,8 +109,8 @@ def _one_core_per_worker() -> None:
     cv2.setNumThreads(1)
 
 
-def _failure(item: VideoItem, status: str, message: str) -> VideoResult:
-    return VideoResult(
+def _failure(item: VideoItem, status: str, message: str) -> ProcessedVideo:
+    return ProcessedVideo(
         item.video_id, {"status": status, "error": message, "n_frames_saved": 0, "n_crops": 0}
     )
 
@@ -142,21 +143,21 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def read(self) -> dict[str, VideoResult]:
-        results: dict[str, VideoResult] = {}
+    def read(self) -> dict[str, ProcessedVideo]:
+        results: dict[str, ProcessedVideo] = {}
         if not self.path.exists():
             return results
         with open(self.path, encoding="utf-8") as handle:
             for line in handle:
                 try:
                     record = json.loads(line)
-                    result = VideoResult(record["video_id"], record["fields"], record["crops"])
+                    result = ProcessedVideo(record["video_id"], record["fields"], record["crops"])
                 except (json.JSONDecodeError, KeyError, TypeError):
                     continue
                 results[result.video_id] = result
         return results
 
-    def append(self, result: VideoResult) -> None:
+    def append(self, result: ProcessedVideo) -> None:
         line = json.dumps(asdict(result), allow_nan=True) + "\n"
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line)
@@ -339,7 +340,7 @@ class VideoDataProcessor:
         for name in (JOURNAL, "metadata.csv", "crops.csv"):
             (self.output_dir / name).unlink(missing_ok=True)
 
-    def _finished(self, journal: Journal, items: list[VideoItem]) -> dict[str, VideoResult]:
+    def _finished(self, journal: Journal, items: list[VideoItem]) -> dict[str, ProcessedVideo]:
         """Results from earlier runs that still hold: the video is still wanted, its status is
         final, and an ok video's .npy is on disk."""
         if not self.resume:
@@ -348,12 +349,12 @@ class VideoDataProcessor:
         finished = {}
         for video_id, result in journal.read().items():
             status = result.fields.get("status")
-            has_npy = status != "ok" or (self.output_dir / result.fields["npy_path"]).exists()
+            has_npy = status != Status.OK or (self.output_dir / result.fields["npy_path"]).exists()
             if video_id in wanted and status not in RETRY_ON_RESUME and has_npy:
                 finished[video_id] = result
         return finished
 
-    def _execute(self, items: list[VideoItem], total: int, done: int) -> Iterator[VideoResult]:
+    def _execute(self, items: list[VideoItem], total: int, done: int) -> Iterator[ProcessedVideo]:
         """Run `process_video` over the items with a progress bar; yield results as they come."""
         columns = (
             TextColumn("[bold]preprocess"), BarColumn(), MofNCompleteColumn(),
@@ -367,20 +368,20 @@ class VideoDataProcessor:
                 crops += result.fields.get("n_crops", 0)
                 rate = count / max(time.monotonic() - start, 1e-9)
                 bar.update(task, advance=1, crops=crops, rate=f"{rate:.2f} videos/s")
-                if result.fields["status"] != "ok" and self.progress:
+                if result.fields["status"] != Status.OK and self.progress:
                     bar.console.print(
                         f"[yellow]{result.fields['status']}[/]: {result.fields['error']}"
                     )
                 yield result
 
-    def _results(self, items: list[VideoItem]) -> Iterator[VideoResult]:
+    def _results(self, items: list[VideoItem]) -> Iterator[ProcessedVideo]:
         if self.num_workers == 0:
             for item in items:
                 yield process_video(item, self.config, self.faces_dir)
             return
         yield from self._pool_results(items)
 
-    def _pool_results(self, items: list[VideoItem]) -> Iterator[VideoResult]:
+    def _pool_results(self, items: list[VideoItem]) -> Iterator[ProcessedVideo]:
         """A process pool fed a few items at a time. When a worker dies (a decoder crash), the
         videos it may have been working on are retried one at a time in a fresh pool, so the
         one that kills a worker alone is recorded as worker_crash and the others finish."""
@@ -410,10 +411,12 @@ class VideoDataProcessor:
                     suspects.extend(running.values())
                     continue
                 (item,) = running.values()
-                yield _failure(item, "worker_crash", f"{item.path}: the worker decoding it died")
+                yield _failure(
+                    item, Status.WORKER_CRASH, f"{item.path}: the worker decoding it died"
+                )
 
     def _write_tables(
-        self, items: list[VideoItem], results: dict[str, VideoResult]
+        self, items: list[VideoItem], results: dict[str, ProcessedVideo]
     ) -> pd.DataFrame:
         """metadata.csv (one row per input video) and crops.csv (one row per saved crop)."""
         rows = []
@@ -435,12 +438,12 @@ def summary_table(metadata: pd.DataFrame) -> Table:
     for column in ("label", "videos", "ok", "failed (by reason)", "crops"):
         table.add_column(column, justify="left" if column.startswith("failed") else "right")
     for label, group in metadata.groupby("label", sort=True):
-        reasons = group.loc[group.status != "ok", "status"].value_counts()
+        reasons = group.loc[group.status != Status.OK, "status"].value_counts()
         failed = ", ".join(f"{reason}: {n}" for reason, n in reasons.items()) or "-"
         table.add_row(
             {0: "real", 1: "fake"}.get(int(label), str(label)),
             str(len(group)),
-            str(int((group.status == "ok").sum())),
+            str(int((group.status == Status.OK).sum())),
             failed,
             str(int(group.n_crops.fillna(0).sum())),
         )

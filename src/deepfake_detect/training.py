@@ -1,7 +1,7 @@
 """Stage 2: train a detector on stage-1 crops with Lightning, and export the model artifact.
 
 Flow: `run_training(config)` verifies the data, builds the network (models.py), the data module
-(data.py) and the LightningModule below, fits with checkpoints, early stopping and a target
+(training_data.py) and the LightningModule below, fits with checkpoints, early stopping and a target
 AUC, then calibrates on validation and writes the artifact (artifact.py).
 """
 
@@ -29,7 +29,14 @@ from scipy.special import expit
 from torch.utils.data import DataLoader
 
 from deepfake_detect.artifact import ModelArtifact, library_versions, save_artifact
-from deepfake_detect.data import (
+from deepfake_detect.metrics import (
+    aggregate_videos,
+    binary_metrics,
+    choose_threshold,
+    fit_temperature,
+)
+from deepfake_detect.models import ModelConfig, create_model
+from deepfake_detect.training_data import (
     CropDataset,
     DataError,
     EpochSampler,
@@ -40,13 +47,6 @@ from deepfake_detect.data import (
     select_split,
     verify,
 )
-from deepfake_detect.metrics import (
-    aggregate_videos,
-    binary_metrics,
-    choose_threshold,
-    fit_temperature,
-)
-from deepfake_detect.models import ModelConfig, create_model
 
 MONITOR = "val_video_auc"
 # What can choose the best epoch and stop early, and which way is better.
@@ -462,7 +462,7 @@ def run_training(config: TrainConfig, console: Console | None = None) -> TrainRe
     )
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
-    return export(module, model_config, data, config, train_root)
+    return write_model_artifact(module, model_config, data, config, train_root)
 
 
 def predict_logits(module: DeepfakeClassifier, loader: DataLoader) -> tuple[np.ndarray, ...]:
@@ -476,7 +476,7 @@ def predict_logits(module: DeepfakeClassifier, loader: DataLoader) -> tuple[np.n
     return logits, labels, videos
 
 
-def export(
+def write_model_artifact(
     module: DeepfakeClassifier,
     model_config: ModelConfig,
     data: CropDataModule,

@@ -15,6 +15,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from deepfake_detect.status import Status
+
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".m4v", ".flv", ".wmv", ".ts"}
 )
@@ -87,26 +89,28 @@ def _open(path: Path, threads: int = 0) -> av.container.InputContainer:
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        raise VideoError("missing", f"{path}: file not found") from None
+        raise VideoError(Status.MISSING, f"{path}: file not found") from None
     except OSError as error:
-        raise VideoError("read_error", f"{path}: cannot stat file ({error.strerror})") from None
+        raise VideoError(
+            Status.READ_ERROR, f"{path}: cannot stat file ({error.strerror})"
+        ) from None
     if not path.is_file():
-        raise VideoError("read_error", f"{path}: not a regular file")
+        raise VideoError(Status.READ_ERROR, f"{path}: not a regular file")
     if size == 0:
-        raise VideoError("empty_file", f"{path}: file is empty (0 bytes)")
+        raise VideoError(Status.EMPTY_FILE, f"{path}: file is empty (0 bytes)")
     if not os.access(path, os.R_OK):
-        raise VideoError("read_error", f"{path}: permission denied")
+        raise VideoError(Status.READ_ERROR, f"{path}: permission denied")
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except PermissionError:
-        raise VideoError("read_error", f"{path}: permission denied") from None
+        raise VideoError(Status.READ_ERROR, f"{path}: permission denied") from None
     except FileNotFoundError:
-        raise VideoError("missing", f"{path}: file disappeared") from None
+        raise VideoError(Status.MISSING, f"{path}: file disappeared") from None
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
-        raise VideoError("decode_error", f"{path}: not a readable video ({error})") from None
+        raise VideoError(Status.DECODE_ERROR, f"{path}: not a readable video ({error})") from None
     if not container.streams.video:
         container.close()
-        raise VideoError("no_video_stream", f"{path}: has no video stream")
+        raise VideoError(Status.NO_VIDEO_STREAM, f"{path}: has no video stream")
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     stream.thread_count = threads
@@ -154,7 +158,7 @@ def probe(path: Path, threads: int = 0) -> VideoInfo:
     if rotation in (90, 270):
         width, height = height, width
     if width <= 0 or height <= 0:
-        raise VideoError("decode_error", f"{path}: video stream has no frame size")
+        raise VideoError(Status.DECODE_ERROR, f"{path}: video stream has no frame size")
     return VideoInfo(fps, width, height, duration, n_frames or _count_frames(path), rotation, codec)
 
 
@@ -217,7 +221,7 @@ def read_frames(
     info = probe(path, threads)
     wanted = sample_indices(info.n_frames, frames_per_video, sampling_rate, max_frames)
     if not wanted:
-        raise VideoError("no_frames", f"{path}: video stream has no frames")
+        raise VideoError(Status.NO_FRAMES, f"{path}: video stream has no frames")
     try:
         with _open(path, threads) as container:
             frames, decoded = _decode_frames(container, wanted, info.fps)
@@ -226,9 +230,9 @@ def read_frames(
             with _open(path, threads) as container:
                 frames, decoded = _decode_frames(container, wanted, info.fps)
     except av.error.FFmpegError as error:
-        raise VideoError("decode_error", f"{path}: decoding failed ({error})") from None
+        raise VideoError(Status.DECODE_ERROR, f"{path}: decoding failed ({error})") from None
     if not frames:
-        raise VideoError("no_frames", f"{path}: no frame could be decoded")
+        raise VideoError(Status.NO_FRAMES, f"{path}: no frame could be decoded")
     return info, frames
 
 

@@ -20,8 +20,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from deepfake_detect.blend import SelfBlendSource
 from deepfake_detect.models import ModelConfig, to_model_input
-from deepfake_detect.synth import SelfBlendSource
+from deepfake_detect.status import Status
 
 AUGMENTATIONS = ("none", "light", "strong")
 
@@ -75,7 +76,7 @@ def read_metadata(source: Path) -> tuple[pd.DataFrame, Path]:
 
 def select_split(table: pd.DataFrame, root: Path, split: str | None) -> VideoTable:
     """The rows with status ok (and of `split`, when given)."""
-    rows = table[table.status == "ok"]
+    rows = table[table.status == Status.OK]
     if split is not None:
         rows = rows[rows.split == split]
     return VideoTable(rows.reset_index(drop=True), root)

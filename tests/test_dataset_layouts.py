@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from deepfake_detect.datasets import (
+from deepfake_detect.dataset_layouts import (
     ADAPTERS,
     MAX_ID_LENGTH,
     DatasetError,
