@@ -260,7 +260,7 @@ def _schedule(detector: Any, images: list[np.ndarray], scan_every: int) -> tuple
     from deepfake_detect.faces import detect_in_frames
 
     start = time.process_time()
-    boxes = detect_in_frames(detector, images, scan_every=scan_every)
+    boxes = list(detect_in_frames(detector, images, scan_every=scan_every))
     return boxes, time.process_time() - start
 
 

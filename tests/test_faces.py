@@ -130,8 +130,8 @@ def test_faces_followed_between_scans_match_scanning_every_frame_at_a_third_of_t
 ):
     images = _moving_face_frames(tmp_path)
     every, followed = CountingDetector(), CountingDetector()
-    scanned = detect_in_frames(every, images, scan_every=1)
-    found = detect_in_frames(followed, images, scan_every=8)
+    scanned = list(detect_in_frames(every, images, scan_every=1))
+    found = list(detect_in_frames(followed, images, scan_every=8))
     assert all(len(boxes) == 1 for boxes in scanned)
     assert [len(boxes) for boxes in found] == [1] * len(images)
     assert min(a[0].iou(b[0]) for a, b in zip(scanned, found, strict=True)) > 0.6
@@ -150,7 +150,7 @@ def test_a_second_face_appearing_between_scans_is_added_at_the_next_scan():
     one_face = two_face_frame()
     one_face[:, 320:] = 0  # only the big face on the left
     images = [one_face] * 3 + [two_face_frame()] * 5
-    found = detect_in_frames(create_detector("dlib"), images, scan_every=4)
+    found = list(detect_in_frames(create_detector("dlib"), images, scan_every=4))
     assert [len(boxes) for boxes in found] == [1, 1, 1, 1, 2, 2, 2, 2]
     assert all(boxes[0].x1 < 320 for boxes in found)  # the larger face stays first
     capped = detect_in_frames(create_detector("dlib"), images, scan_every=4, max_faces=1)
@@ -161,5 +161,20 @@ def test_a_video_without_faces_is_scanned_on_every_frame_at_the_larger_size_too(
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8) for _ in range(3)]
     detector = CountingDetector()
-    assert detect_in_frames(detector, images, scan_every=8) == [[], [], []]
+    assert list(detect_in_frames(detector, images, scan_every=8)) == [[], [], []]
     assert detector.pixels == 3 * (640 * 360 + 1280 * 720)
+
+
+def test_faces_are_yielded_frame_by_frame_as_the_images_come():
+    """A long video streams through detection: each frame's faces come out before the next
+    image is taken, so only one frame need be held."""
+    taken = []
+
+    def images():
+        for index in range(4):
+            taken.append(index)
+            yield two_face_frame()
+
+    found = detect_in_frames(create_detector("dlib"), images(), scan_every=2)
+    for index, boxes in enumerate(found):
+        assert taken == list(range(index + 1)) and len(boxes) == 2

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +14,10 @@ from deepfake_detect.dataset_layouts import ADAPTERS, DatasetError
 from deepfake_detect.faces import DETECTORS
 from deepfake_detect.preprocess import PreprocessError, VideoDataProcessor
 from deepfake_detect.status import Status
+from deepfake_detect.video import MAX_PIXELS
+
+if TYPE_CHECKING:
+    from deepfake_detect.inference import Predictor, VideoPrediction
 
 app = typer.Typer(
     help="Tell whether a video of a face is real or a deepfake.",
@@ -97,6 +100,9 @@ def preprocess(
     num_workers: Annotated[
         int | None, typer.Option(min=0, help="Worker processes [default: CPU count].")
     ] = None,
+    max_pixels: Annotated[
+        int, typer.Option(min=1, help="Refuse videos with larger frames (default: 8K UHD).")
+    ] = MAX_PIXELS,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N videos.")] = None,
     val_fraction: Annotated[
         float, typer.Option(min=0.0, max=0.9, help="Share of groups for validation.")
@@ -128,6 +134,7 @@ def preprocess(
             detect_size=detect_size,
             scan_every=scan_every,
             num_workers=num_workers,
+            max_pixels=max_pixels,
             limit=limit,
             val_fraction=val_fraction,
             test_fraction=test_fraction,
@@ -288,7 +295,16 @@ def train(
 def predict(
     inputs: Annotated[list[str], typer.Argument(help="Video files, folders (recursive), globs.")],
     model: Annotated[Path, typer.Option(help="Training run folder or its model artifact.")],
-    frames: Annotated[int, typer.Option(min=1, help="Evenly spaced frames per video.")] = 32,
+    frames: Annotated[
+        int, typer.Option(min=1, help="Evenly spaced frames per video, at least.")
+    ] = 32,
+    every: Annotated[
+        float,
+        typer.Option(min=0.0, help="Seconds between samples in long videos (0: --frames only)."),
+    ] = 1.0,
+    max_frames: Annotated[
+        int, typer.Option(min=1, help="At most this many samples, spread over the video.")
+    ] = 600,
     aggregation: Annotated[
         str, typer.Option(help="Frame scores to a person's: mean, median, max, vote, confident.")
     ] = "mean",
@@ -312,8 +328,15 @@ def predict(
     annotate: Annotated[
         Path | None, typer.Option(help="Write the (first) video with scored face boxes here.")
     ] = None,
+    annotate_segments: Annotated[
+        bool, typer.Option(help="--annotate writes only the fake-looking segments.")
+    ] = False,
+    max_pixels: Annotated[
+        int, typer.Option(min=1, help="Refuse videos with larger frames (default: 8K UHD).")
+    ] = MAX_PIXELS,
 ) -> None:
-    """Judge videos: a verdict per video and per person; exit 1 if some could not be scored."""
+    """Judge videos: a verdict per video and per person, and the segments that look fake;
+    exit 1 if some could not be scored."""
     from deepfake_detect.artifact import ArtifactError
     from deepfake_detect.backends import BackendError
     from deepfake_detect.inference import (
@@ -328,13 +351,13 @@ def predict(
     try:
         videos = collect_videos(inputs)
         predictor = Predictor(
-            model, device=device, backend=backend, frames=frames, aggregation=aggregation,
-            threshold=threshold, batch_size=batch_size, min_frames=min_frames,
+            model, device=device, backend=backend, frames=frames, every=every or None,
+            max_frames=max_frames, aggregation=aggregation, threshold=threshold,
+            batch_size=batch_size, min_frames=min_frames, max_pixels=max_pixels,
         )  # fmt: skip
     except (PredictError, ArtifactError, BackendError) as error:
         raise fail_usage(str(error)) from None
-    keep = report is not None
-    predictions = [predictor.predict(video, keep_crops=keep) for video in _progress(videos)]
+    predictions = _judge_all(predictor, videos, keep_crops=report is not None)
     console.print(verdict_table(predictions))
     if json_path:
         write_json(predictions, json_path, per_frame)
@@ -349,18 +372,36 @@ def predict(
         from deepfake_detect.report import annotate_video
 
         scored = [p for p in predictions if p.frames]
-        if scored:
-            annotate_video(scored[0], annotate)
+        if annotate_segments and scored and not scored[0].segments:
+            console.print(f"{scored[0].path}: no fake-looking segment; no video written")
+        elif scored:
+            annotate_video(scored[0], annotate, segments_only=annotate_segments)
             console.print(f"annotated video: {annotate}", highlight=False)
     if not all(p.scored for p in predictions):
         raise typer.Exit(code=1)
 
 
-def _progress(items: list) -> Iterator:
-    """Iterate with a progress bar on the console."""
-    from rich.progress import track
+def _judge_all(predictor: Predictor, videos: list[Path], keep_crops: bool) -> list[VideoPrediction]:
+    """Judge each video, showing videos done and how far into the current one it is."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    return track(items, description="predict", console=console, transient=True)
+    from deepfake_detect.segments import clock
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[position]}"))  # fmt: skip
+    predictions = []
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("predict", total=len(videos), position="")
+
+        def show(seconds: float, duration: float) -> None:
+            position = f"{clock(seconds)} / {clock(duration)}" if duration > 0 else ""
+            bar.update(task, position=position)
+
+        for video in videos:
+            bar.update(task, description=f"predict {video.name}", position="")
+            predictions.append(predictor.predict(video, keep_crops, on_progress=show))
+            bar.advance(task)
+    return predictions
 
 
 @app.command()

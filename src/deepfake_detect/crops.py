@@ -1,16 +1,20 @@
 """One video to its face crops: sample frames, detect and track faces, crop them.
 
 Preprocessing and prediction both call `extract_faces`, so a model sees faces cropped
-exactly as the faces it was trained on.
+exactly as the faces it was trained on. Frames are detected and cropped one at a time as they
+are decoded, and crops can be scored batch by batch as they are cut, so memory does not grow
+with the video's resolution or length.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -25,7 +29,9 @@ from deepfake_detect.faces import (
     track_faces,
 )
 from deepfake_detect.status import Status
-from deepfake_detect.video import Frame, VideoError, VideoInfo, read_frames
+from deepfake_detect.video import MAX_PIXELS, VideoError, VideoInfo, sample_frames
+
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class CropConfig:
     frames_per_video: int | None = 32
     frame_sampling_rate: int | None = None
     max_frames: int | None = None
+    every_seconds: float | None = None
     crop_size: int = 256
     margin: float = 0.3
     faces_per_frame: int | None = None
@@ -55,6 +62,8 @@ class CropConfig:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         if self.frame_sampling_rate is None and self.frames_per_video is None:
             raise ValueError("set frames_per_video or frame_sampling_rate")
+        if self.every_seconds is not None and self.every_seconds <= 0:
+            raise ValueError(f"every_seconds must be positive, got {self.every_seconds}")
         if not 16 <= self.crop_size <= 2048:
             raise ValueError(f"crop_size must be between 16 and 2048, got {self.crop_size}")
         if not 0 <= self.margin <= 2:
@@ -69,22 +78,33 @@ class CropConfig:
         return cls(**{k: v for k, v in parameters.items() if k in names})
 
     @property
-    def sampling(self) -> dict[str, int | None]:
-        """Either every Nth frame or N evenly spaced ones; the other is not used."""
+    def sampling(self) -> dict[str, int | float | None]:
+        """Every Nth frame, or N evenly spaced ones (more for long videos with every_seconds)."""
         if self.frame_sampling_rate:
             return {"sampling_rate": self.frame_sampling_rate, "max_frames": self.max_frames}
-        return {"frames_per_video": self.frames_per_video, "max_frames": self.max_frames}
+        return {"frames_per_video": self.frames_per_video, "max_frames": self.max_frames,
+                "every_seconds": self.every_seconds}  # fmt: skip
 
 
 @dataclass
 class FaceCrops:
-    """A video's crops (N, S, S, 3) with one record per crop tracing it to its frame and box."""
+    """A video's crops (N, S, S, 3) with one record per crop tracing it to its frame and box.
+
+    `scores` holds what the scorer gave each crop (None without one); `crops` is None when
+    they were not kept. `sample_times` are the times of all sampled frames, with or
+    without a face.
+    """
 
     info: VideoInfo
-    crops: np.ndarray
+    crops: np.ndarray | None
     records: list[dict[str, Any]]
-    n_frames_sampled: int
+    sample_times: list[float]
     timings: dict[str, float]
+    scores: np.ndarray | None = None
+
+    @property
+    def n_frames_sampled(self) -> int:
+        return len(self.sample_times)
 
     @property
     def n_faces(self) -> int:
@@ -101,48 +121,145 @@ def _detector(name: str) -> FaceDetector:
     return create_detector(name)
 
 
-def _select_faces(frames: list[Frame], config: CropConfig) -> list[list[Box]]:
+def _select_faces(images: Iterable[np.ndarray], config: CropConfig) -> Iterator[list[Box]]:
     """The boxes to crop in each frame: detected faces (largest first), or the whole frame."""
     if not config.use_face_detection:
-        return [[Box(0, 0, f.image.shape[1], f.image.shape[0], float("nan"))] for f in frames]
+        return ([Box(0, 0, i.shape[1], i.shape[0], float("nan"))] for i in images)
     return detect_in_frames(
         _detector(config.face_detector),
-        [f.image for f in frames],
+        images,
         config.detect_size,
         config.scan_every,
         config.faces_per_frame,
     )
 
 
-def extract_faces(path: Path, config: CropConfig, threads: int = 0) -> FaceCrops:
-    """Decode the sampled frames, find and track faces, crop each one.
+def _crop(image: np.ndarray, box: Box, config: CropConfig) -> np.ndarray:
+    if config.use_face_detection:
+        return crop_face(image, box, config.margin, config.crop_size)
+    return letterbox(image, config.crop_size)
 
-    `threads` decode the video (0: FFmpeg's choice, one per core).
+
+def _timed(items: Iterable[Item], timings: dict[str, float], key: str) -> Iterator[Item]:
+    """The items, adding the time spent producing each to `timings[key]`."""
+    iterator = iter(items)
+    while True:
+        start = time.perf_counter()
+        item = next(iterator, None)
+        timings[key] += time.perf_counter() - start
+        if item is None:
+            return
+        yield item
+
+
+class _CropBatches:
+    """Crops gathered as they are cut; each full batch is scored (with a scorer) and kept
+    (when asked), so at most one batch of unscored crops is held."""
+
+    def __init__(
+        self,
+        score: Callable[[np.ndarray], np.ndarray] | None,
+        keep: bool,
+        size: int,
+        timings: dict[str, float],
+    ) -> None:
+        self.score, self.keep, self.size, self.timings = score, keep, size, timings
+        self.pending: list[np.ndarray] = []
+        self.kept: list[np.ndarray] = []
+        self.scores: list[np.ndarray] = []
+
+    def add(self, crop: np.ndarray) -> None:
+        self.pending.append(crop)
+        if len(self.pending) >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        batch = np.stack(self.pending)
+        self.pending = []
+        if self.score is not None:
+            start = time.perf_counter()
+            self.scores.append(np.asarray(self.score(batch)))
+            self.timings["model"] = self.timings.get("model", 0.0) + time.perf_counter() - start
+        if self.keep:
+            self.kept.append(batch)
+
+    def results(self, order: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The kept crops and the scores, both put in `order`."""
+        self.flush()
+        crops = np.concatenate(self.kept)[order] if self.keep else None
+        scores = np.concatenate(self.scores)[order] if self.score is not None else None
+        return crops, scores
+
+
+def extract_faces(
+    path: Path,
+    config: CropConfig,
+    threads: int = 0,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    score: Callable[[np.ndarray], np.ndarray] | None = None,
+    keep_crops: bool = True,
+    batch_size: int = 64,
+    on_progress: Callable[[float, float], None] | None = None,
+) -> FaceCrops:
+    """Decode the sampled frames one at a time, find and track faces, crop each one.
+
+    Args:
+        path: the video.
+        config: sampling, detection and crop parameters.
+        threads: decode threads (0: FFmpeg's choice, one per core).
+        max_pixels: larger frames are refused (decode_error) before any is decoded.
+        score: called on each batch of `batch_size` crops as they are cut (a model); its
+            values come back as `FaceCrops.scores`.
+        keep_crops: keep the crops in memory (stage 1 saves them; predict needs them only
+            for a report).
+        on_progress: called after each sampled frame with its time and the video's duration.
 
     Raises:
         VideoError: the video cannot be read (its status says why), or no face was found
             (status no_face).
     """
     start = time.perf_counter()
-    info, frames = read_frames(path, **config.sampling, threads=threads)
-    decoded = time.perf_counter()
-    boxes = _select_faces(frames, config)
-    detected = time.perf_counter()
-    if not any(boxes):
-        raise VideoError(Status.NO_FACE, f"{path}: no face found in {len(frames)} frames")
-    face_ids = track_faces(boxes)
-    crops, records = [], []
-    for frame, frame_boxes, frame_ids in zip(frames, boxes, face_ids, strict=True):
-        for box, face_index in sorted(zip(frame_boxes, frame_ids, strict=True), key=lambda p: p[1]):
-            if config.use_face_detection:
-                crops.append(crop_face(frame.image, box, config.margin, config.crop_size))
-            else:
-                crops.append(letterbox(frame.image, config.crop_size))
+    info, frames = sample_frames(path, **config.sampling, threads=threads, max_pixels=max_pixels)
+    timings = {"decode": time.perf_counter() - start, "detect": 0.0}
+    batches = _CropBatches(score, keep_crops, batch_size, timings)
+    boxes_per_frame: list[list[Box]] = []
+    sampled: list[tuple[int, float]] = []  # each frame's index and time; its pixels are let go
+    decoded, detected = itertools.tee(_timed(frames, timings, "decode"))
+    found = _timed(_select_faces((f.image for f in detected), config), timings, "detect")
+    for frame, boxes in zip(decoded, found, strict=True):
+        for box in boxes:
+            batches.add(_crop(frame.image, box, config))
+        boxes_per_frame.append(boxes)
+        sampled.append((frame.index, frame.timestamp))
+        if on_progress is not None:
+            on_progress(frame.timestamp, info.duration)
+    if not any(boxes_per_frame):
+        raise VideoError(Status.NO_FACE, f"{path}: no face found in {len(sampled)} frames")
+    records, order = _records(sampled, boxes_per_frame, track_faces(boxes_per_frame))
+    crops, scores = batches.results(order)
+    return FaceCrops(info, crops, records, [t for _, t in sampled], timings, scores)
+
+
+def _records(
+    frames: list[tuple[int, float]], boxes: list[list[Box]], face_ids: list[list[int]]
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """One record per crop, frame by frame and by face index within a frame, and the order
+    that puts the crops (cut largest face first) in the records' order."""
+    records, order = [], []
+    cut = itertools.count()
+    for (frame_index, timestamp), frame_boxes, frame_ids in zip(
+        frames, boxes, face_ids, strict=True
+    ):
+        faces = [(face, box, next(cut)) for box, face in zip(frame_boxes, frame_ids, strict=True)]
+        for face_index, box, position in sorted(faces, key=lambda face: face[0]):
+            order.append(position)
             records.append({
-                "crop_index": len(records), "frame_index": frame.index,
-                "timestamp": round(frame.timestamp, 6), "face_index": face_index,
+                "crop_index": len(records), "frame_index": frame_index,
+                "timestamp": round(timestamp, 6), "face_index": face_index,
                 "x0": round(box.x0, 2), "y0": round(box.y0, 2), "x1": round(box.x1, 2),
                 "y1": round(box.y1, 2), "score": round(box.score, 4),
             })  # fmt: skip
-    timings = {"decode": decoded - start, "detect": detected - decoded}
-    return FaceCrops(info, np.stack(crops), records, len(frames), timings)
+    return records, np.array(order, np.int64)

@@ -8,7 +8,7 @@ back to full resolution, where the crop is taken.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -150,12 +150,13 @@ def detect_near(detector: FaceDetector, image: np.ndarray, last: Box) -> Box | N
 
 def detect_in_frames(
     detector: FaceDetector,
-    images: Sequence[np.ndarray],
+    images: Iterable[np.ndarray],
     detect_size: int = 640,
     scan_every: int = 8,
     max_faces: int | None = None,
-) -> list[list[Box]]:
-    """The faces in consecutive sampled frames of one video, largest first in each frame.
+) -> Iterator[list[Box]]:
+    """The faces in consecutive sampled frames of one video, largest first in each frame,
+    yielded frame by frame as the images come (a long video is never held whole).
 
     The whole frame is scanned every `scan_every` frames to find faces, and on every frame
     while no face is known, then with a retry at a larger size. In between, each known face
@@ -163,7 +164,6 @@ def detect_in_frames(
     a face missed that way (turned away, occluded) is still looked for near where it was
     for `scan_every` frames. `max_faces` keeps the largest few.
     """
-    per_frame: list[list[Box]] = []
     known: dict[int, tuple[Box, int]] = {}  # face -> (last box, frames missed since)
     new_faces = itertools.count()
     for index, image in enumerate(images):
@@ -183,8 +183,7 @@ def detect_in_frames(
         missed = {face: (box, misses + 1) for face, (box, misses) in known.items()
                   if face not in found and misses < scan_every}  # fmt: skip
         known = missed | {face: (found[face], 0) for face in kept}
-        per_frame.append([found[face] for face in kept])
-    return per_frame
+        yield [found[face] for face in kept]
 
 
 def _add_scanned(

@@ -1,17 +1,17 @@
 """Stage 3: a trained model and videos in; a calibrated verdict per video and per person out.
 
 `Predictor` loads the model artifact once, crops faces with the artifact's own stage-1
-parameters (crops.py), scores them in batches, and aggregates frame scores per person (face
-track) and then per video. A video that cannot be scored gets a status and no probability,
-never a silent 0.5.
+parameters (crops.py), scores them in batches as the frames decode, and aggregates frame
+scores per person (face track) and then per video; the stretches where a person looks fake
+become segments (segments.py). A video that cannot be scored gets a status and no
+probability, never a silent 0.5.
 """
 
 from __future__ import annotations
 
 import glob
 import json
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from rich.markup import escape
 from rich.table import Table
 from scipy.special import expit
 
@@ -27,8 +28,9 @@ from deepfake_detect.backends import BACKENDS, Runner, onnx_runner, resolve_devi
 from deepfake_detect.crops import CropConfig, extract_faces
 from deepfake_detect.metrics import AGGREGATIONS
 from deepfake_detect.models import to_model_input
+from deepfake_detect.segments import Segment, describe, find_segments
 from deepfake_detect.status import Status
-from deepfake_detect.video import VideoError, is_video_file
+from deepfake_detect.video import MAX_PIXELS, VideoError, is_video_file
 
 # A face track shorter than this share of the main person's is reported but not used for the
 # verdict: one-frame tracks are mostly false detections.
@@ -87,7 +89,9 @@ class VideoPrediction:
     threshold: float = 0.5
     aggregation: str = "mean"
     persons: list[PersonScore] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)
     frames: list[FrameScore] = field(default_factory=list)
+    sample_times: list[float] = field(default_factory=list)
     video: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     crops: np.ndarray | None = field(default=None, repr=False)
@@ -96,11 +100,28 @@ class VideoPrediction:
     def scored(self) -> bool:
         return self.status == Status.OK
 
+    @property
+    def summary(self) -> str:
+        """The verdict in words, naming the segments that look fake:
+        "FAKE: 02:10-02:45, face 0", or "REAL (fake-looking: ...)" when the video's score
+        stays under the threshold although a part of it does not."""
+        if not self.scored or not self.verdict:
+            return f"could not score ({self.status})"
+        if not self.segments:
+            return self.verdict
+        if self.verdict == "FAKE":
+            return f"FAKE: {describe(self.segments)}"
+        return f"{self.verdict} (fake-looking: {describe(self.segments)})"
+
     def to_dict(self, per_frame: bool = False) -> dict[str, Any]:
-        """JSON-ready summary (per-frame scores only when asked: they can be long)."""
-        summary = {k: v for k, v in asdict(self).items() if k not in {"crops", "frames"}}
+        """JSON-ready summary (per-frame scores and sample times only when asked: they can be
+        long)."""
+        hidden = {"crops", "frames", "sample_times"}
+        summary = {k: v for k, v in asdict(self).items() if k not in hidden}
+        summary["summary"] = self.summary
         if per_frame:
             summary["frames"] = [asdict(f) for f in self.frames]
+            summary["sample_times"] = self.sample_times
         return summary
 
 
@@ -111,11 +132,15 @@ class Predictor:
         model: the artifact (a training run folder, its model/ folder or model.json).
         device: auto, cpu or cuda.
         backend: torch, or onnx (onnxruntime on CPU; needs `deepfake-detect export --onnx`).
-        frames: evenly spaced frames sampled per video.
+        frames: evenly spaced frames sampled per video, at least.
+        every: seconds between samples in a long video (more samples than `frames` give);
+            None samples `frames` only.
+        max_frames: at most this many samples, spread over the whole video.
         aggregation: how frame scores become a person's score (metrics.AGGREGATIONS).
         threshold: decision threshold on the calibrated probability; default the artifact's.
         batch_size: crops per forward pass.
         min_frames: a video whose main person is seen in fewer frames is too_few_frames.
+        max_pixels: videos with larger frames are refused (decode_error).
     """
 
     def __init__(
@@ -125,10 +150,13 @@ class Predictor:
         device: str = "auto",
         backend: str = "torch",
         frames: int = 32,
+        every: float | None = 1.0,
+        max_frames: int = 600,
         aggregation: str = "mean",
         threshold: float | None = None,
         batch_size: int = 64,
         min_frames: int = 1,
+        max_pixels: int = MAX_PIXELS,
     ) -> None:
         if aggregation not in AGGREGATIONS:
             known = ", ".join(AGGREGATIONS)
@@ -137,6 +165,10 @@ class Predictor:
             raise PredictError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
         if threshold is not None and not 0 <= threshold <= 1:
             raise PredictError(f"threshold must be between 0 and 1, got {threshold}")
+        if every is not None and every <= 0:
+            raise PredictError(f"--every must be positive, got {every}")
+        if not 1 <= frames <= max_frames:
+            raise PredictError(f"--frames {frames} must be between 1 and --max-frames {max_frames}")
         self.model_path = Path(model)
         self.network: torch.nn.Module | None = None
         self.device = resolve_device(device) if backend == "torch" else torch.device("cpu")
@@ -145,11 +177,12 @@ class Predictor:
             CropConfig.from_dict(self.artifact.preprocessing),
             frames_per_video=frames,
             frame_sampling_rate=None,
-            max_frames=None,
+            max_frames=max_frames,
+            every_seconds=every,
         )
         self.aggregation = aggregation
         self.threshold = self.artifact.threshold if threshold is None else threshold
-        self.batch_size, self.min_frames = batch_size, min_frames
+        self.batch_size, self.min_frames, self.max_pixels = batch_size, min_frames, max_pixels
 
     def _load(self, backend: str) -> tuple[ModelArtifact, Runner]:
         """The artifact and a runner for it; the torch network is kept for Grad-CAM."""
@@ -173,18 +206,30 @@ class Predictor:
         """Calibrated fake probabilities (the artifact's temperature)."""
         return expit(logits / self.artifact.temperature)
 
-    def predict(self, path: Path, keep_crops: bool = False) -> VideoPrediction:
-        """Judge one video. Never raises for a bad video: its status and error say why."""
+    def predict(
+        self,
+        path: Path,
+        keep_crops: bool = False,
+        on_progress: Callable[[float, float], None] | None = None,
+    ) -> VideoPrediction:
+        """Judge one video. Never raises for a bad video: its status and error say why.
+
+        Crops are scored batch by batch as the frames decode, and kept only with
+        `keep_crops` (a report shows some); `on_progress` gets each sampled frame's time and
+        the video's duration.
+        """
         base = {"path": str(path), "threshold": self.threshold, "aggregation": self.aggregation}
         try:
-            faces = extract_faces(Path(path), self.crop_config)
+            faces = extract_faces(
+                Path(path), self.crop_config, max_pixels=self.max_pixels,
+                score=lambda crops: self.probabilities(self.score_crops(crops)),
+                keep_crops=keep_crops, batch_size=self.batch_size, on_progress=on_progress,
+            )  # fmt: skip
         except VideoError as error:
             return VideoPrediction(status=error.status, error=str(error), **base)
         except Exception as error:  # a batch of videos goes on past any one of them
             return VideoPrediction(status=Status.ERROR, error=f"{path}: {error}", **base)
-        start = time.perf_counter()
-        probabilities = self.probabilities(self.score_crops(faces.crops))
-        timings = faces.timings | {"model": time.perf_counter() - start}
+        probabilities = faces.scores
         frames = [FrameScore(**{k: r[k] for k in ("crop_index", "frame_index", "timestamp",
                                                   "face_index", "x0", "y0", "x1", "y1")},
                              probability=float(p))
@@ -196,8 +241,21 @@ class Predictor:
                  "frames_sampled": faces.n_frames_sampled}  # fmt: skip
         return VideoPrediction(
             status=judgement.status, error=judgement.error, probability=judgement.probability,
-            verdict=judgement.verdict, persons=judgement.persons, frames=frames, video=video,
-            timings=timings, crops=faces.crops if keep_crops else None, **base,
+            verdict=judgement.verdict, persons=judgement.persons,
+            segments=self.segments(frames, judgement.persons) if judgement.verdict else [],
+            frames=frames, sample_times=faces.sample_times, video=video, timings=faces.timings,
+            crops=faces.crops, **base,
+        )  # fmt: skip
+
+    def segments(
+        self, frames: Sequence[FrameScore], persons: Sequence[PersonScore]
+    ) -> list[Segment]:
+        """The fake-looking segments of the persons that count for the verdict."""
+        counted = {p.face_index for p in persons if p.counted}
+        mine = [f for f in frames if f.face_index in counted]
+        return find_segments(
+            [f.face_index for f in mine], [f.frame_index for f in mine],
+            [f.timestamp for f in mine], [f.probability for f in mine], self.threshold,
         )  # fmt: skip
 
     def judge(
@@ -253,16 +311,24 @@ def collect_videos(inputs: Sequence[str]) -> list[Path]:
 
 
 VIDEO_COLUMNS = ["path", "status", "verdict", "probability", "threshold", "n_persons",
-                 "n_frames_scored", "aggregation", "error"]  # fmt: skip
+                 "n_frames_scored", "aggregation", "segments", "error"]  # fmt: skip
+SEGMENT_COLUMNS = ["path", *Segment.__dataclass_fields__]
 
 
 def videos_table(predictions: Sequence[VideoPrediction]) -> pd.DataFrame:
-    """One row per video (the --csv schema)."""
+    """One row per video (the --csv schema); `segments` lists the fake-looking ones."""
     rows = [{"path": p.path, "status": p.status, "verdict": p.verdict,
              "probability": p.probability, "threshold": p.threshold,
              "n_persons": len(p.persons), "n_frames_scored": len(p.frames),
-             "aggregation": p.aggregation, "error": p.error} for p in predictions]  # fmt: skip
+             "aggregation": p.aggregation, "segments": describe(p.segments, len(p.segments)),
+             "error": p.error} for p in predictions]  # fmt: skip
     return pd.DataFrame(rows, columns=VIDEO_COLUMNS)
+
+
+def segments_table(predictions: Sequence[VideoPrediction]) -> pd.DataFrame:
+    """One row per fake-looking segment (the *_segments.csv schema), times in seconds."""
+    rows = [{"path": p.path} | asdict(s) for p in predictions for s in p.segments]
+    return pd.DataFrame(rows, columns=SEGMENT_COLUMNS)
 
 
 def frames_table(predictions: Sequence[VideoPrediction]) -> pd.DataFrame:
@@ -280,8 +346,9 @@ def write_json(predictions: Sequence[VideoPrediction], path: Path, per_frame: bo
 
 
 def write_csv(predictions: Sequence[VideoPrediction], path: Path, per_frame: bool) -> Path:
-    """Per-video CSV; with per_frame also `<name>_frames.csv` beside it."""
+    """Per-video CSV, `<name>_segments.csv` beside it, and with per_frame `<name>_frames.csv`."""
     videos_table(predictions).to_csv(path, index=False)
+    segments_table(predictions).to_csv(path.with_name(f"{path.stem}_segments.csv"), index=False)
     if per_frame:
         frames_table(predictions).to_csv(path.with_name(f"{path.stem}_frames.csv"), index=False)
     return path
@@ -294,9 +361,9 @@ def verdict_table(predictions: Sequence[VideoPrediction]) -> Table:
         table.add_column(column, justify="left" if column in {"video", "status"} else "right")
     styles = {"FAKE": "bold red", "REAL": "bold green"}
     for p in predictions:
-        verdict = p.verdict or "could not score"
+        verdict = p.summary if p.scored else "could not score"
         table.add_row(
-            Path(p.path).name, f"[{styles.get(verdict, 'yellow')}]{verdict}[/]",
+            Path(p.path).name, f"[{styles.get(p.verdict or '', 'yellow')}]{escape(verdict)}[/]",
             "-" if p.probability is None else f"{p.probability:.3f}",
             str(len(p.persons)), str(len(p.frames)),
             p.status if p.scored else f"{p.status}: {p.error}",

@@ -37,7 +37,7 @@ from deepfake_detect.crops import CropConfig, extract_faces
 from deepfake_detect.dataset_layouts import VideoItem, assign_splits, discover
 from deepfake_detect.files import atomic_path
 from deepfake_detect.status import Status
-from deepfake_detect.video import VideoError
+from deepfake_detect.video import MAX_PIXELS, VideoError
 
 FORMAT_VERSION = 1
 JOURNAL = "progress.jsonl"
@@ -73,17 +73,21 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def process_video(
-    item: VideoItem, config: CropConfig, faces_dir: Path, threads: int = 0
+    item: VideoItem,
+    config: CropConfig,
+    faces_dir: Path,
+    threads: int = 0,
+    max_pixels: int = MAX_PIXELS,
 ) -> ProcessedVideo:
     """Crop one video's faces and save them as one .npy; return its metadata and crop records.
 
-    `threads` decode the video (0: one per core). Never raises for a bad video: the failure
-    becomes the result's status and error.
+    `threads` decode the video (0: one per core); videos with frames over `max_pixels` are
+    refused. Never raises for a bad video: the failure becomes the result's status and error.
     """
     if item.missing:
         return _failure(item, Status.MISSING, f"{item.path}: listed by the dataset but not on disk")
     try:
-        faces = extract_faces(item.path, config, threads)
+        faces = extract_faces(item.path, config, threads, max_pixels=max_pixels)
     except VideoError as error:
         return _failure(item, error.status, str(error))
     except Exception as error:  # one broken video must never stop a run of thousands
@@ -186,6 +190,8 @@ class VideoDataProcessor:
             searched for near their last box (1 scans every frame).
         num_workers: processes, each decoding on one thread (one core each); 0 runs in this
             process with a decoder thread per core.
+        max_pixels: videos whose frames have more pixels are refused (decode_error) before
+            a frame is decoded; the default is 8K UHD.
         limit: process only the first N videos (by video id).
         val_fraction, test_fraction, seed: the group split used where a dataset has none.
         splits_dir: FaceForensics++ official split JSON files.
@@ -210,6 +216,7 @@ class VideoDataProcessor:
         detect_size: int = 640,
         scan_every: int = 8,
         num_workers: int | None = None,
+        max_pixels: int = MAX_PIXELS,
         limit: int | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
@@ -244,6 +251,9 @@ class VideoDataProcessor:
             raise PreprocessError("val_fraction + test_fraction must be below 1")
         if limit is not None and limit < 1:
             raise PreprocessError(f"limit must be at least 1, got {limit}")
+        if max_pixels < 1:
+            raise PreprocessError(f"max_pixels must be at least 1, got {max_pixels}")
+        self.max_pixels = max_pixels
         self.dataset_dirs = [Path(d) for d in dataset_dirs]
         self.output_dir = Path(output_dir)
         self.dataset_format = dataset_format
@@ -377,7 +387,7 @@ class VideoDataProcessor:
     def _results(self, items: list[VideoItem]) -> Iterator[ProcessedVideo]:
         if self.num_workers == 0:
             for item in items:
-                yield process_video(item, self.config, self.faces_dir)
+                yield process_video(item, self.config, self.faces_dir, max_pixels=self.max_pixels)
             return
         yield from self._pool_results(items)
 
@@ -398,8 +408,9 @@ class VideoDataProcessor:
                     while batch or running:
                         while batch and len(running) < 2 * self.num_workers:
                             job = pool.submit(
-                                process_video, batch[-1], self.config, self.faces_dir, threads=1
-                            )
+                                process_video, batch[-1], self.config, self.faces_dir,
+                                threads=1, max_pixels=self.max_pixels,
+                            )  # fmt: skip
                             running[job] = batch.pop()
                         finished, _ = wait(running, return_when=FIRST_COMPLETED)
                         for future in finished:

@@ -1,8 +1,10 @@
 """Stage 3's outputs a person looks at: an HTML report, Grad-CAM heatmaps, annotated videos.
 
 The report is one self-contained HTML file (inline CSS, images as data URIs) so it can be
-mailed or archived as is. Grad-CAM shows which regions of a face crop pushed its score
-towards fake; the annotated video boxes each face in the colour of its score.
+mailed or archived as is: per video the verdict, the score timeline with the sampled times
+and the fake-looking segments marked, faces from inside those segments and the most
+suspicious ones. Grad-CAM shows which regions of a face crop pushed its score towards fake;
+the annotated video boxes each face in the colour of its score (all of it, or its segments).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import cv2
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 from torch import nn
 
 from deepfake_detect.artifact import load_artifact
@@ -27,6 +30,7 @@ from deepfake_detect.crops import CropConfig
 from deepfake_detect.files import atomic_path
 from deepfake_detect.inference import FrameScore, Predictor, VideoPrediction
 from deepfake_detect.models import gradcam_layer, to_model_input
+from deepfake_detect.segments import Segment, clock
 from deepfake_detect.video import iter_frames, probe, write_video
 
 # --- Grad-CAM ----------------------------------------------------------------------------------
@@ -117,6 +121,7 @@ section { border: 1px solid var(--line); border-radius: 8px; padding: 1rem; marg
 .badge.fake { background: var(--fake); } .badge.real { background: var(--real); }
 .badge.unknown { background: var(--unknown); }
 .verdict { font-size: 1.1rem; margin: 0.75rem 0; }
+.segments { font-weight: 600; color: var(--fake); margin: 0.25rem 0 0.75rem; }
 .error { background: #fff4e5; border-left: 4px solid var(--unknown); padding: 0.5rem 0.75rem;
          overflow-wrap: anywhere; }
 .scroll { overflow-x: auto; }
@@ -141,11 +146,15 @@ figcaption { font-size: 0.85rem; margin-top: 0.35rem; }
 """
 
 
+SHOWN_SEGMENTS = 8  # segments with a face shown; the table lists them all
+LONG_VIDEO_S = 120  # timelines of longer videos count in mm:ss
+
+
 def write_report(
     predictions: list[VideoPrediction], predictor: Predictor, path: Path, top_crops: int = 4
 ) -> Path:
-    """Write one self-contained HTML page on a run: a verdict, score timeline, most
-    suspicious faces with Grad-CAM and processing details per video.
+    """Write one self-contained HTML page on a run: a verdict, score timeline, fake-looking
+    segments and most suspicious faces with Grad-CAM, and processing details per video.
 
     Face crops appear only for predictions made with `predictor.predict(..., keep_crops=True)`.
     """
@@ -219,7 +228,13 @@ def _page_header(predictions: list[VideoPrediction], predictor: Predictor) -> st
 
 
 def _crop_settings(crop: CropConfig) -> str:
-    frames = f"{crop.frames_per_video} evenly spaced frames per video, {crop.crop_size} px"
+    frames = f"{crop.frames_per_video} evenly spaced frames per video"
+    if crop.every_seconds:
+        frames += (
+            f" or, in longer videos, one every {crop.every_seconds:g} s (at most "
+            f"{crop.max_frames}, spread over the video)"
+        )
+    frames += f", {crop.crop_size} px"
     if not crop.use_face_detection:
         return f"{frames}, whole frames (no face detection)"
     return (
@@ -256,6 +271,8 @@ def _video_section(
     ]
     if prediction.persons:
         parts += [_persons_table(prediction), _timeline(prediction)]
+    if prediction.segments:
+        parts.append(_segments(prediction, explainer))
     if prediction.frames:
         parts.append(_suspicious_faces(prediction, explainer, top_crops))
     parts += [_details(prediction), "</section>\n"]
@@ -264,10 +281,13 @@ def _video_section(
 
 def _verdict(prediction: VideoPrediction) -> str:
     if prediction.scored:
+        segments = ""
+        if prediction.segments:
+            segments = f'\n<p class="segments">{escape(prediction.summary)}</p>'
         return (
             f'<p class="verdict">{_badge(prediction)} fake probability '
             f"<strong>{_probability(prediction.probability)}</strong> "
-            f"(threshold {prediction.threshold:.3f})</p>"
+            f"(threshold {prediction.threshold:.3f})</p>{segments}"
         )
     return (
         f'<p class="verdict">{_badge(prediction)} status <code>{escape(prediction.status)}</code>'
@@ -296,6 +316,9 @@ def _timeline(prediction: VideoPrediction) -> str:
     axes = figure.subplots()
     threshold = prediction.threshold
     axes.axhspan(threshold, 1.02, color="#a3001b", alpha=0.06, linewidth=0)
+    for number, segment in enumerate(prediction.segments):
+        axes.axvspan(segment.start, segment.end, color="#a3001b", alpha=0.18, linewidth=0,
+                     label="fake-looking" if number == 0 else None)  # fmt: skip
     for person in prediction.persons:
         points = sorted((f.timestamp, f.probability) for f in prediction.frames
                         if f.face_index == person.face_index)  # fmt: skip
@@ -304,21 +327,64 @@ def _timeline(prediction: VideoPrediction) -> str:
                   label=f"face {person.face_index}")  # fmt: skip
     axes.axhline(threshold, color="#1b1b1f", linestyle="--", linewidth=1.2,
                  label=f"threshold {threshold:.2f}")  # fmt: skip
+    if prediction.sample_times:
+        axes.plot(prediction.sample_times, np.zeros(len(prediction.sample_times)), linestyle="",
+                  marker="|", markersize=5, color="#4a4a55", clip_on=False,
+                  label="sampled")  # fmt: skip
     duration = float(prediction.video.get("duration") or 0)
     if duration > 0:
         axes.set_xlim(0, duration)
+    if duration > LONG_VIDEO_S:
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda seconds, _: clock(seconds)))
     axes.set_ylim(-0.02, 1.02)
-    axes.set_xlabel("time (s)")
+    axes.set_xlabel("time (mm:ss)" if duration > LONG_VIDEO_S else "time (s)")
     axes.set_ylabel("fake probability")
     axes.grid(alpha=0.3)
     axes.spines[["top", "right"]].set_visible(False)
-    axes.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=4, frameon=False,
+    axes.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=5, frameon=False,
                 fontsize="small", borderaxespad=0.2)  # fmt: skip
     people = "; ".join(f"face {p.face_index}: {p.probability:.2f} over {p.n_frames} frames"
                        for p in prediction.persons)  # fmt: skip
+    marked = (f" Fake-looking segments shaded: {_segment_list(prediction.segments)}."
+              if prediction.segments else "")  # fmt: skip
     alt = (f"Line chart of each face's fake probability against time, threshold "
-           f"{threshold:.2f} dashed. {people}.")  # fmt: skip
+           f"{threshold:.2f} dashed, {len(prediction.sample_times)} sampled times ticked on the "
+           f"time axis. {people}.{marked}")  # fmt: skip
     return f"<h3>Fake probability over time</h3>\n{_img(_figure_png(figure), alt, 'timeline')}"
+
+
+def _segment_list(segments: list[Segment]) -> str:
+    return "; ".join(f"{clock(s.start)}-{clock(s.end)} face {s.face_index}" for s in segments)
+
+
+def _segments(prediction: VideoPrediction, explainer: _Explainer | None) -> str:
+    """The fake-looking segments: a table, then the most suspicious face inside each."""
+    rows = "".join(
+        f"<tr><td>{clock(s.start)}-{clock(s.end)}</td><td>{s.start:.2f}-{s.end:.2f} s</td>"
+        f"<td>{s.face_index}</td><td>{s.mean_probability:.3f}</td><td>{s.n_frames}</td></tr>"
+        for s in prediction.segments
+    )
+    table = (
+        '<h3>Fake-looking segments</h3>\n<p class="note">Stretches where a face\'s fake '
+        "probability, smoothed over neighbouring samples, stays at or above the threshold; "
+        "each boundary lies halfway between the last sample outside and the first inside."
+        '</p>\n<div class="scroll"><table><caption>Segments</caption><thead><tr>'
+        '<th scope="col">Time</th><th scope="col">Seconds</th><th scope="col">Face</th>'
+        '<th scope="col">Mean probability</th><th scope="col">Samples</th></tr></thead>'
+        f"<tbody>{rows}</tbody></table></div>"
+    )
+    if prediction.crops is None or explainer is None:
+        return table
+    inside = [_most_suspicious_in(prediction.frames, s) for s in prediction.segments]
+    chosen = [face for face in inside[:SHOWN_SEGMENTS] if face is not None]
+    return f"{table}\n{_faces_with_heatmaps(prediction, explainer, chosen)}"
+
+
+def _most_suspicious_in(frames: list[FrameScore], segment: Segment) -> FrameScore | None:
+    """The segment's person's highest-scoring sample inside the segment."""
+    inside = [f for f in frames if f.face_index == segment.face_index
+              and segment.start <= f.timestamp <= segment.end]  # fmt: skip
+    return max(inside, key=lambda f: f.probability, default=None)
 
 
 def _suspicious_faces(
@@ -328,20 +394,30 @@ def _suspicious_faces(
     if prediction.crops is None or explainer is None:
         return heading + '<p class="note">Face crops were not kept for this video.</p>'
     chosen = sorted(prediction.frames, key=lambda f: f.probability, reverse=True)[:top_crops]
+    note = (
+        '<p class="note">Each face as cropped for the model, and beside it its Grad-CAM '
+        "heatmap: warm colours mark the regions that pushed the score towards fake.</p>"
+    )
+    return f"{heading}{note}\n{_faces_with_heatmaps(prediction, explainer, chosen)}"
+
+
+def _faces_with_heatmaps(
+    prediction: VideoPrediction, explainer: _Explainer, chosen: list[FrameScore]
+) -> str:
+    """A grid of the chosen faces' crops, each beside its Grad-CAM heatmap."""
     crops = prediction.crops[[f.crop_index for f in chosen]]
     figures = "".join(
         _face_figure(face, crop, overlay)
         for face, crop, overlay in zip(chosen, crops, explainer.overlays(crops), strict=True)
     )
-    note = (
-        '<p class="note">Each face as cropped for the model, and beside it its Grad-CAM '
-        "heatmap: warm colours mark the regions that pushed the score towards fake.</p>"
-    )
-    return f'{heading}{note}\n<div class="faces">{figures}</div>'
+    return f'<div class="faces">{figures}</div>'
 
 
 def _face_figure(face: FrameScore, crop: np.ndarray, overlay: np.ndarray) -> str:
-    where = f"face {face.face_index} at {face.timestamp:.2f} s (frame {face.frame_index})"
+    where = (
+        f"face {face.face_index} at {clock(face.timestamp)} ({face.timestamp:.2f} s, frame "
+        f"{face.frame_index})"
+    )
     return (
         f'<figure><div class="pair">{_img(_png(crop), f"Crop of {where}")}'
         f"{_img(_png(overlay), f'Grad-CAM heatmap over {where}')}</div>"
@@ -358,12 +434,17 @@ def _details(prediction: VideoPrediction) -> str:
             "Video": f"{video['width']}x{video['height']} px, {video['fps']:.5g} fps, "
             f"{video['duration']:.2f} s, {video['n_frames']} frames",
             "Rotation": f"{video['rotation']}°",
-            "Frames sampled": f"{video['frames_sampled']}, faces found in "
-            f"{len({f.frame_index for f in prediction.frames})}",
+            "Frames sampled": f"{video['frames_sampled']}{_spacing(prediction.sample_times)}, "
+            f"faces found in {len({f.frame_index for f in prediction.frames})}",
         }
     if prediction.timings:
         items["Timings"] = ", ".join(f"{k} {v:.2f} s" for k, v in prediction.timings.items())
     return f"<h3>Processing details</h3>\n{_definitions(items)}"
+
+
+def _spacing(times: list[float]) -> str:
+    """ " (one every 1.9 s)": the median time between samples."""
+    return f" (one every {np.median(np.diff(times)):.3g} s)" if len(times) > 1 else ""
 
 
 def _img(png: bytes, alt: str, css_class: str = "") -> str:
@@ -398,21 +479,26 @@ def score_colour(probability: float) -> tuple[int, int, int]:
     return red, green, blue
 
 
-def annotate_video(prediction: VideoPrediction, output: Path) -> Path:
-    """Write the video with each face boxed in its score's colour, with its probability.
+def annotate_video(prediction: VideoPrediction, output: Path, segments_only: bool = False) -> Path:
+    """Write the video with each face boxed in its score's colour, with its probability;
+    with `segments_only`, only the frames of its fake-looking segments, one after another.
 
     Boxes are known at the sampled frames only; each frame shows the boxes of the nearest
     sampled frame that had faces, within half the sampling step (so they vanish where the
     faces were lost). Written as H.264 at the video's frame rate.
 
     Raises:
-        ValueError: the prediction has no scored faces, or `output` is the video itself.
+        ValueError: the prediction has no scored faces (or no segment, with
+            `segments_only`), or `output` is the video itself.
     """
     source = Path(prediction.path)
     if not prediction.frames:
         raise ValueError(f"{source}: not scored ({prediction.status}); no face boxes to draw")
+    if segments_only and not prediction.segments:
+        raise ValueError(f"{source}: no fake-looking segment to write")
     if output.resolve() == source.resolve():
         raise ValueError(f"{output}: the annotated video would overwrite its source")
+    indices = _segment_frames(prediction.segments) if segments_only else None
     fps = probe(source).fps
     faces_at: dict[int, list[FrameScore]] = {}
     for face in prediction.frames:
@@ -423,7 +509,7 @@ def annotate_video(prediction: VideoPrediction, output: Path) -> Path:
     reach = math.ceil(step / 2)
 
     def annotated() -> Iterator[np.ndarray]:
-        for frame in iter_frames(source):
+        for frame in iter_frames(source, indices):
             index, image = frame.index, frame.image
             nearest = _nearest(sampled, index)
             if abs(nearest - index) <= reach:
@@ -431,6 +517,11 @@ def annotate_video(prediction: VideoPrediction, output: Path) -> Path:
             yield _even_sized(image)
 
     return write_video(output, annotated(), fps)
+
+
+def _segment_frames(segments: list[Segment]) -> list[int]:
+    """The frame indices the segments cover, each once, in order."""
+    return sorted({i for s in segments for i in range(s.start_frame, s.end_frame + 1)})
 
 
 def _nearest(sorted_values: np.ndarray, value: int) -> int:

@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from deepfake_detect import __version__
 from deepfake_detect.inference import FrameScore, PersonScore, Predictor, VideoPrediction
 from deepfake_detect.report import write_report
+from deepfake_detect.segments import Segment
 from deepfake_detect.video import VideoError, probe
 
 JobState = Literal["queued", "running", "done", "failed"]
@@ -90,10 +91,13 @@ class VideoResult(BaseModel):
     error: str
     probability: float | None
     verdict: str | None
+    summary: str
     threshold: float
     aggregation: str
     persons: list[PersonScore]
+    segments: list[Segment]
     frames: list[FrameScore]
+    sample_times: list[float]
     video: dict[str, int | float]
     timings: dict[str, float]
 

@@ -1,15 +1,20 @@
 """Read videos with PyAV: probe them, choose frame indices, decode the chosen frames upright.
 
-Frames are decoded in order and only the chosen ones are converted to RGB (decode-and-skip):
-seeking per sampled frame is 5-10x slower on long-GOP H.264.
+Frames stream out one at a time, so a long video never sits in memory. Where a container's
+packets say exactly which frame each one is (MP4/MOV, Matroska/WebM), sparse samples are
+reached by seeking to the keyframe before each one and decoding forward, skipping the frames
+nothing refers to; dense samples are decoded straight through (decode-and-skip). Either way a
+frame gets the index and timestamp that decoding every frame from the start gives it.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from fractions import Fraction
+from functools import cached_property
 from pathlib import Path
 
 import av
@@ -25,6 +30,14 @@ VIDEO_EXTENSIONS = frozenset(
 # x264's macroblock-tree gives run-to-run different output on some AVX-512 CPUs; without it,
 # the same frames always encode to the same bytes (synthetic data must be reproducible).
 DETERMINISTIC_ENCODER_OPTIONS = {"libx264": {"x264-params": "no-mbtree=1"}}
+
+MAX_PIXELS = 7680 * 4320  # 8K UHD: larger frames are refused before any is decoded
+# Containers whose packets carry exact presentation timestamps and whose seeking by them lands
+# on the keyframe asked for (FFmpeg's demuxer names). Others are decoded from the start.
+SEEKABLE_FORMATS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"})
+# A seek flushes the decoder and refills its threads: decoding this many frames costs about
+# as much, so a keyframe closer than that is reached by decoding on instead.
+SEEK_COST_FRAMES = 16
 
 
 class VideoError(Exception):
@@ -66,18 +79,27 @@ def sample_indices(
     frames_per_video: int | None = None,
     sampling_rate: int | None = None,
     max_frames: int | None = None,
+    every_seconds: float | None = None,
+    fps: float = 25.0,
 ) -> list[int]:
-    """Frame indices to keep: every `sampling_rate`-th frame, or `frames_per_video` evenly spaced.
+    """Frame indices to keep: every `sampling_rate`-th frame, or `frames_per_video` evenly
+    spaced, or with `every_seconds` one frame per that many seconds (at `fps`) and at least
+    `frames_per_video`, evenly spaced.
 
-    `max_frames` then caps the count (the first ones are kept).
+    `max_frames` then caps the count: the first ones are kept, except with `every_seconds`,
+    where the capped count is spread over the whole video.
     """
     if n_frames <= 0:
         return []
     if sampling_rate:
         indices = list(range(0, n_frames, sampling_rate))
-    else:
-        count = min(frames_per_video or n_frames, n_frames)
-        indices = sorted({round(i) for i in np.linspace(0, n_frames - 1, count)})
+        return indices[:max_frames] if max_frames else indices
+    count = frames_per_video or n_frames
+    if every_seconds:
+        by_time = math.ceil(n_frames / (every_seconds * fps))
+        count = min(max(frames_per_video or 1, by_time), max_frames or n_frames)
+        max_frames = None
+    indices = sorted({round(i) for i in np.linspace(0, n_frames - 1, min(count, n_frames))})
     return indices[:max_frames] if max_frames else indices
 
 
@@ -117,6 +139,15 @@ def _open(path: Path, threads: int = 0) -> av.container.InputContainer:
     return container
 
 
+def _count_decoded(path: Path, threads: int) -> int:
+    """Frames that decoding from the start gives, on `threads` threads."""
+    try:
+        with _open(path, threads) as container:
+            return sum(1 for _ in _decoded(container))
+    except av.error.FFmpegError as error:
+        raise VideoError(Status.DECODE_ERROR, f"{path}: decoding failed ({error})") from None
+
+
 def _count_frames(path: Path) -> int:
     """Count video packets by demuxing only (no decoding), for containers with no frame count."""
     with _open(path) as container:
@@ -134,12 +165,22 @@ def _clockwise_rotation(frame: av.VideoFrame) -> int:
     return round(-(frame.rotation or 0) / 90.0) * 90 % 360
 
 
-def probe(path: Path, threads: int = 0) -> VideoInfo:
+def probe(path: Path, threads: int = 0, max_pixels: int = MAX_PIXELS) -> VideoInfo:
     """Read the stream's fps, size, duration, frame count and rotation (from the first frame,
     decoded on `threads` threads).
 
     Containers are reopened rather than rewound: seeking to 0 in MPEG-PS loses frames.
+
+    Raises:
+        VideoError: unreadable, or frames larger than `max_pixels` (refused before decoding
+            one: a huge frame can fail to allocate with a misleading system error).
     """
+    info = _probe_header(path, threads, max_pixels)
+    return info if info.n_frames else replace(info, n_frames=_count_frames(path))
+
+
+def _probe_header(path: Path, threads: int, max_pixels: int) -> VideoInfo:
+    """`probe` without counting the frames of a container that does not say (n_frames 0)."""
     with _open(path, threads) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
@@ -149,6 +190,11 @@ def probe(path: Path, threads: int = 0) -> VideoInfo:
             duration = (container.duration or 0) / av.time_base
         n_frames = stream.frames
         width, height = stream.codec_context.width, stream.codec_context.height
+        if width * height > max_pixels:
+            raise VideoError(
+                Status.DECODE_ERROR,
+                f"{path}: {width}x{height} frames exceed --max-pixels ({max_pixels})",
+            )
         codec = stream.codec_context.name
         try:
             first = next(container.decode(stream), None)
@@ -159,7 +205,98 @@ def probe(path: Path, threads: int = 0) -> VideoInfo:
         width, height = height, width
     if width <= 0 or height <= 0:
         raise VideoError(Status.DECODE_ERROR, f"{path}: video stream has no frame size")
-    return VideoInfo(fps, width, height, duration, n_frames or _count_frames(path), rotation, codec)
+    return VideoInfo(fps, width, height, duration, n_frames, rotation, codec)
+
+
+@dataclass(frozen=True)
+class FrameTable:
+    """A video stream's frames as demuxing alone sees them, without decoding: each packet's
+    presentation timestamp and keyframe flag, in decode order.
+
+    `clean` says that no packet was cut short (a truncated file), so each listed packet
+    decodes to one frame. `seekable` says besides that the pts name those frames in a
+    container that seeks by them: frame i is then the packet with the i-th smallest pts.
+    """
+
+    pts: np.ndarray
+    keyframe: np.ndarray
+    clean: bool
+    seekable: bool
+
+    def __len__(self) -> int:
+        return len(self.pts)
+
+    @cached_property
+    def decode_position(self) -> np.ndarray:
+        """For each frame index (presentation order), its packet's position in decode order."""
+        return np.argsort(self.pts, kind="stable")
+
+    @cached_property
+    def _keyframes(self) -> np.ndarray:
+        return np.flatnonzero(self.keyframe)
+
+    def anchor(self, index: int) -> int:
+        """The decode position of the keyframe to seek to for frame `index`: the last one
+        before it in decode order, or the one before that when the frame is shown before its
+        keyframe (an open GOP's leading picture, which refers to the previous GOP)."""
+        position = int(self.decode_position[index])
+        at = int(np.searchsorted(self._keyframes, position, side="right")) - 1
+        if at > 0 and self.pts[position] < self.pts[self._keyframes[at]]:
+            at -= 1
+        return int(self._keyframes[max(at, 0)])
+
+    def plan(self, wanted: Sequence[int]) -> list[tuple[int | None, list[int]]]:
+        """Split sorted frame indices into runs decoded forward: each from a seek to a keyframe
+        (its decode position) or, None, from where decoding already is.
+
+        A run starts with a seek when the next wanted frame's keyframe lies further ahead than
+        a seek costs; dense samples therefore make one run from the start.
+        """
+        if not self.seekable:
+            return [(None, list(wanted))]
+        runs: list[tuple[int | None, list[int]]] = [(None, [])]
+        position = -1
+        for index in wanted:
+            anchor = self.anchor(index)
+            if anchor > position + SEEK_COST_FRAMES:
+                runs.append((anchor, []))
+            runs[-1][1].append(index)
+            position = max(position, int(self.decode_position[index]))
+        return [run for run in runs if run[1]]
+
+
+def frame_table(path: Path) -> FrameTable:
+    """Demux the video stream (no decoding) and list its frames' packets.
+
+    Empty, discarded (edit list) and corrupt (cut short) packets give no frame when decoded
+    from the start, so they are not listed; a corrupt one makes the stream unclean.
+    """
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        pts, keyframe, clean = [], [], True
+        for packet in container.demux(stream):
+            if not packet.size or packet.is_discard:
+                continue
+            if packet.is_corrupt:
+                clean = False
+                continue
+            pts.append(packet.pts)
+            keyframe.append(packet.is_keyframe)
+        seekable = (
+            clean
+            and container.format.name in SEEKABLE_FORMATS
+            and stream.frames in (0, len(pts))
+            and bool(keyframe)
+            and keyframe[0]
+            and None not in pts
+            and len(set(pts)) == len(pts)
+        )
+    timestamps = np.array([-1 if t is None else t for t in pts], np.int64)
+    return FrameTable(timestamps, np.array(keyframe, bool), clean, seekable)
+
+
+class _PlanMissed(Exception):
+    """Decoding after a seek did not give the frame the table promised."""
 
 
 def _decoded(container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
@@ -172,6 +309,60 @@ def _decoded(container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
         yield from decoded
 
 
+def _decoded_skipping(
+    container: av.container.InputContainer, keep: set[int]
+) -> Iterator[av.VideoFrame]:
+    """Frames decoded on from the container's position, except those no other frame refers to
+    and whose pts is not in `keep`: the decoder skips those (about half of H.264's frames)."""
+    stream = container.streams.video[0]
+    for packet in container.demux(stream):
+        stream.codec_context.skip_frame = "DEFAULT" if packet.pts in keep else "NONREF"
+        try:
+            decoded = packet.decode()
+        except av.error.FFmpegError:
+            continue
+        yield from decoded
+
+
+def _frame_at(frames: Iterator[av.VideoFrame], pts: int) -> av.VideoFrame:
+    """The next frame with this pts, passing earlier ones (leading pictures after a seek)."""
+    for frame in frames:
+        if frame.pts is not None and frame.pts < pts:
+            continue
+        if frame.pts == pts:
+            return frame
+        break
+    raise _PlanMissed(pts)
+
+
+def _planned(
+    container: av.container.InputContainer, table: FrameTable, wanted: list[int]
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """The wanted frames, decoded run by run as `FrameTable.plan` says."""
+    stream = container.streams.video[0]
+    keep = {int(table.pts[table.decode_position[i]]) for i in wanted}
+    frames: Iterator[av.VideoFrame] | None = None
+    for anchor, indices in table.plan(wanted):
+        if anchor is not None:
+            container.seek(int(table.pts[anchor]), stream=stream, backward=True)
+        if anchor is not None or frames is None:
+            frames = _decoded_skipping(container, keep)
+        for index in indices:
+            yield index, _frame_at(frames, int(table.pts[table.decode_position[index]]))
+
+
+def _in_order(
+    container: av.container.InputContainer, wanted: list[int]
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """The wanted frames, decoding every frame from the start and counting them."""
+    wanted_set, last = set(wanted), wanted[-1]
+    for index, frame in enumerate(_decoded(container)):
+        if index in wanted_set:
+            yield index, frame
+        if index >= last:
+            return
+
+
 def _to_frame(index: int, frame: av.VideoFrame, fps: float) -> Frame:
     timestamp = float(frame.time) if frame.time is not None else index / fps
     return Frame(
@@ -179,31 +370,62 @@ def _to_frame(index: int, frame: av.VideoFrame, fps: float) -> Frame:
     )
 
 
-def _decode_frames(
-    container: av.container.InputContainer, wanted: list[int], fps: float
-) -> tuple[list[Frame], int]:
-    """Decode in order, convert only the wanted indices.
+def _frames(
+    path: Path, table: FrameTable, wanted: list[int], fps: float, threads: int
+) -> Iterator[Frame]:
+    """Decode the wanted frames one at a time: by the table's plan when the stream is
+    seekable, falling back to decoding from the start should a seek not give a frame."""
+    done = -1
+    try:
+        if table.seekable:
+            with _open(path, threads) as container:
+                try:
+                    for index, frame in _planned(container, table, wanted):
+                        yield _to_frame(index, frame, fps)
+                        done = index
+                except _PlanMissed:
+                    pass
+        rest = [index for index in wanted if index > done]
+        if rest:
+            with _open(path, threads) as container:
+                for index, frame in _in_order(container, rest):
+                    yield _to_frame(index, frame, fps)
+                    done = index
+    except av.error.FFmpegError as error:
+        raise VideoError(Status.DECODE_ERROR, f"{path}: decoding failed ({error})") from None
+    if done < 0:
+        raise VideoError(Status.NO_FRAMES, f"{path}: no frame could be decoded")
 
-    Returns the frames and how many frames were decoded in all.
+
+def sample_frames(
+    path: Path,
+    frames_per_video: int | None = None,
+    sampling_rate: int | None = None,
+    max_frames: int | None = None,
+    every_seconds: float | None = None,
+    threads: int = 0,
+    max_pixels: int = MAX_PIXELS,
+) -> tuple[VideoInfo, Iterator[Frame]]:
+    """Probe a video now, and return the sampled frames as they decode, on `threads` threads
+    (0: one per core). Indices are chosen (`sample_indices`) over the frames that the stream
+    really holds, so a truncated file whose header promises more is still sampled across.
+
+    Raises:
+        VideoError: when probing; iterating can raise it too (decode_error, no_frames).
     """
-    wanted_set, last = set(wanted), wanted[-1]
-    frames: list[Frame] = []
-    count = 0
-    for index, frame in enumerate(_decoded(container)):
-        count = index + 1
-        if index in wanted_set:
-            frames.append(_to_frame(index, frame, fps))
-        if index >= last:
-            break
-    return frames, count
-
-
-def iter_frames(path: Path) -> Iterator[Frame]:
-    """Every frame of a video, upright, numbered as `read_frames` numbers them."""
-    fps = probe(path).fps
-    with _open(path) as container:
-        for index, frame in enumerate(_decoded(container)):
-            yield _to_frame(index, frame, fps)
+    info = _probe_header(path, threads, max_pixels)
+    try:
+        table = frame_table(path)
+    except av.error.FFmpegError as error:
+        raise VideoError(Status.DECODE_ERROR, f"{path}: demuxing failed ({error})") from None
+    info = replace(info, n_frames=info.n_frames or len(table))
+    n_frames = len(table) if table.clean else _count_decoded(path, threads)
+    wanted = sample_indices(
+        n_frames, frames_per_video, sampling_rate, max_frames, every_seconds, info.fps
+    )
+    if not wanted:
+        raise VideoError(Status.NO_FRAMES, f"{path}: video stream has no frames")
+    return info, _frames(path, table, wanted, info.fps, threads)
 
 
 def read_frames(
@@ -213,27 +435,23 @@ def read_frames(
     max_frames: int | None = None,
     threads: int = 0,
 ) -> tuple[VideoInfo, list[Frame]]:
-    """Probe a video and decode the sampled frames on `threads` threads (0: one per core).
+    """`sample_frames`, with every sampled frame decoded into a list (short clips only)."""
+    info, frames = sample_frames(path, frames_per_video, sampling_rate, max_frames, threads=threads)
+    return info, list(frames)
 
-    When the container overstates its frame count (a truncated file), the indices are
-    chosen again over the frames that really decode, so sampling still spans the video.
-    """
-    info = probe(path, threads)
-    wanted = sample_indices(info.n_frames, frames_per_video, sampling_rate, max_frames)
-    if not wanted:
-        raise VideoError(Status.NO_FRAMES, f"{path}: video stream has no frames")
-    try:
-        with _open(path, threads) as container:
-            frames, decoded = _decode_frames(container, wanted, info.fps)
-        if 0 < decoded < info.n_frames and len(frames) < len(wanted):
-            wanted = sample_indices(decoded, frames_per_video, sampling_rate, max_frames)
-            with _open(path, threads) as container:
-                frames, decoded = _decode_frames(container, wanted, info.fps)
-    except av.error.FFmpegError as error:
-        raise VideoError(Status.DECODE_ERROR, f"{path}: decoding failed ({error})") from None
-    if not frames:
-        raise VideoError(Status.NO_FRAMES, f"{path}: no frame could be decoded")
-    return info, frames
+
+def iter_frames(
+    path: Path, indices: Sequence[int] | None = None, threads: int = 0
+) -> Iterator[Frame]:
+    """The frames at sorted `indices` (default: every frame), upright, numbered as
+    `sample_frames` numbers them."""
+    info = _probe_header(path, threads, MAX_PIXELS)
+    table = frame_table(path)
+    wanted = (
+        [i for i in indices if i < len(table)] if indices is not None else list(range(len(table)))
+    )
+    if wanted:
+        yield from _frames(path, table, wanted, info.fps, threads)
 
 
 def write_video(
