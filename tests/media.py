@@ -13,10 +13,19 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from deepfake_detect.synth import Motion, packaged_faces, write_camera_clip
+from deepfake_detect.blend import MaskShape, SourceJitter, self_blend_with
+from deepfake_detect.faces import create_detector, detect_faces
+from deepfake_detect.synth import Motion, camera_frames, packaged_faces, write_camera_clip
 from deepfake_detect.video import write_video
 
 STILL = Motion(shift=0, zoom=0, roll_degrees=0, light=0, noise=0)
+GENTLE = Motion(shift=0.02, zoom=0.04, roll_degrees=2, light=0.05, noise=1.0)
+# A visible self-blend (blend.py): the face pasted back recoloured, blurred and JPEG-worn.
+BLEND_SHAPE = MaskShape(width=0.9, height=1.05, lift=-0.02, wobble2=0.0, wobble3=0.0,
+                        wobble4=0.0, turn=0.0, feather=0.06, opacity=1.0)  # fmt: skip
+BLEND_JITTER = SourceJitter(red=20.0, green=-20.0, blue=20.0, brightness=15.0, contrast=1.2,
+                            detail=-1.0, scale=1.0, shift_x=0.0, shift_y=0.0, jpeg_quality=30.0,
+                            colour_transfer=1.0)  # fmt: skip
 _FACES: dict[str, np.ndarray] = {}
 
 
@@ -28,8 +37,44 @@ def face_photo(name: str = "grace_hopper") -> np.ndarray:
 
 def face_clip(path: Path, seed: int = 0, size: int = 192, seconds: float = 1.0, fps: float = 10):
     """A short clip of Grace Hopper's portrait seen by a gently moving camera."""
-    motion = Motion(shift=0.02, zoom=0.04, roll_degrees=2, light=0.05, noise=1.0)
-    return write_camera_clip(face_photo(), path, (size, size), fps, seconds, seed, motion)
+    return write_camera_clip(face_photo(), path, (size, size), fps, seconds, seed, GENTLE)
+
+
+def partly_blended_clip(
+    path: Path, fps: float, seconds: float, blended: tuple[float, float], seed: int = 0
+) -> Path:
+    """A 160-px clip of Grace Hopper whose face is self-blended (BLEND_*) from blended[0] up
+    to blended[1] seconds: a video manipulated in part."""
+    detector, frames = create_detector("dlib"), []
+    for index, frame in enumerate(
+        camera_frames(face_photo(), (160, 160), round(fps * seconds), seed, GENTLE)
+    ):
+        if blended[0] <= index / fps < blended[1]:
+            box = detect_faces(detector, frame)[0]
+            frame = self_blend_with(frame, box, BLEND_SHAPE, BLEND_JITTER)[0]
+        frames.append(frame)
+    return write_video(path, frames, fps)
+
+
+def coded_clip(
+    path: Path, n_frames: int, x264_params: str, fps: int = 30, times: list[float] | None = None
+) -> Path:
+    """A 64-px H.264 clip coded with the given x264 parameters (GOP length, B-frames, open
+    GOP), with frames at `times` seconds (variable frame rate) when given."""
+    frames = camera_frames(cv2.resize(face_photo(), (96, 96)), (64, 64), n_frames, 0, GENTLE)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"x264-params": x264_params})
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        if times is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
+        for index, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            if times is not None:
+                frame.pts, frame.time_base = round(times[index] * 1000), Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
 
 
 def two_face_frame(width: int = 640, height: int = 360) -> np.ndarray:
