@@ -42,12 +42,13 @@ def test_sample_indices_every_nth_and_cap():
 
 
 def test_sample_indices_by_time_cover_long_videos_up_to_a_cap_spread_over_them():
-    # 100 s at 10 fps: one frame a second, at least 32 in a short clip, a cap spreads them
-    assert len(sample_indices(1000, 32, every_seconds=1.0, fps=10)) == 100
+    # 100 s at 10 fps: frames a second apart, at least 32 in a short clip, a cap spreads them
+    every_second = sample_indices(1000, 32, every_seconds=1.0, fps=10)
+    assert len(every_second) == 101 and max(np.diff(every_second)) == 10
     assert sample_indices(50, 32, every_seconds=1.0, fps=10) == sample_indices(50, 32)
     capped = sample_indices(1000, 32, max_frames=40, every_seconds=1.0, fps=10)
     assert len(capped) == 40 and (capped[0], capped[-1]) == (0, 999)
-    assert len(sample_indices(1000, every_seconds=2.5, fps=10)) == 40
+    assert len(sample_indices(1000, every_seconds=2.5, fps=10)) == 41
 
 
 def test_read_frames_decodes_the_sampled_frames(tmp_path):

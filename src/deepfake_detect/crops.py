@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from functools import cache
@@ -29,7 +30,7 @@ from deepfake_detect.faces import (
     track_faces,
 )
 from deepfake_detect.status import Status
-from deepfake_detect.video import MAX_PIXELS, VideoError, VideoInfo, sample_frames
+from deepfake_detect.video import MAX_PIXELS, Frame, VideoError, VideoInfo, sample_frames
 
 Item = TypeVar("Item")
 
@@ -134,6 +135,20 @@ def _select_faces(images: Iterable[np.ndarray], config: CropConfig) -> Iterator[
     )
 
 
+def _with_faces(frames: Iterable[Frame], config: CropConfig) -> Iterator[tuple[Frame, list[Box]]]:
+    """Each frame with its boxes. Detection takes one image and yields its boxes before taking
+    the next, so the frame handed over is the one held, and the only one."""
+    held: deque[Frame] = deque(maxlen=1)
+
+    def images() -> Iterator[np.ndarray]:
+        for frame in frames:
+            held.append(frame)
+            yield frame.image
+
+    for boxes in _select_faces(images(), config):
+        yield held.popleft(), boxes
+
+
 def _crop(image: np.ndarray, box: Box, config: CropConfig) -> np.ndarray:
     if config.use_face_detection:
         return crop_face(image, box, config.margin, config.crop_size)
@@ -224,18 +239,19 @@ def extract_faces(
     start = time.perf_counter()
     info, frames = sample_frames(path, **config.sampling, threads=threads, max_pixels=max_pixels)
     timings = {"decode": time.perf_counter() - start, "detect": 0.0}
+    probed = timings["decode"]
     batches = _CropBatches(score, keep_crops, batch_size, timings)
     boxes_per_frame: list[list[Box]] = []
     sampled: list[tuple[int, float]] = []  # each frame's index and time; its pixels are let go
-    decoded, detected = itertools.tee(_timed(frames, timings, "decode"))
-    found = _timed(_select_faces((f.image for f in detected), config), timings, "detect")
-    for frame, boxes in zip(decoded, found, strict=True):
+    found = _timed(_with_faces(_timed(frames, timings, "decode"), config), timings, "detect")
+    for frame, boxes in found:
         for box in boxes:
             batches.add(_crop(frame.image, box, config))
         boxes_per_frame.append(boxes)
         sampled.append((frame.index, frame.timestamp))
         if on_progress is not None:
             on_progress(frame.timestamp, info.duration)
+    timings["detect"] -= timings["decode"] - probed  # frames decode while detection waits
     if not any(boxes_per_frame):
         raise VideoError(Status.NO_FACE, f"{path}: no face found in {len(sampled)} frames")
     records, order = _records(sampled, boxes_per_frame, track_faces(boxes_per_frame))

@@ -83,8 +83,8 @@ def sample_indices(
     fps: float = 25.0,
 ) -> list[int]:
     """Frame indices to keep: every `sampling_rate`-th frame, or `frames_per_video` evenly
-    spaced, or with `every_seconds` one frame per that many seconds (at `fps`) and at least
-    `frames_per_video`, evenly spaced.
+    spaced, or with `every_seconds` evenly spaced at most that many seconds apart (at `fps`)
+    and at least `frames_per_video` of them.
 
     `max_frames` then caps the count: the first ones are kept, except with `every_seconds`,
     where the capped count is spread over the whole video.
@@ -96,7 +96,7 @@ def sample_indices(
         return indices[:max_frames] if max_frames else indices
     count = frames_per_video or n_frames
     if every_seconds:
-        by_time = math.ceil(n_frames / (every_seconds * fps))
+        by_time = math.ceil((n_frames - 1) / (every_seconds * fps)) + 1
         count = min(max(frames_per_video or 1, by_time), max_frames or n_frames)
         max_frames = None
     indices = sorted({round(i) for i in np.linspace(0, n_frames - 1, min(count, n_frames))})
