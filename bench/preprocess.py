@@ -10,11 +10,16 @@ measured with its pool already started, and the pool's start-up (about 0.6 s: a 
 imports the package) is a one-off that thousands of videos make negligible. 24 clips keep
 the tail (one worker finishing its last video while the other idles) small as well.
 
+Then the memory of one worker on 4K (3840x2160) clips, 32 frames each: frames are
+detected and cropped one at a time as they decode, so its peak RSS must stay under 400 MB
+(issue 14: holding every sampled frame took about 870 MB).
+
 Then, on the generated clips and on ../shared/samples when it exists, how the detection
 schedule compares with scanning every frame: faces found, mean IoU of the largest face's
 box, and detector CPU time.
 
     .venv/bin/python bench/preprocess.py [--videos 24] [--seconds 10] [--workdir DIR]
+        [--resolutions 480p 1080p] [--memory-clips 2]
 """
 
 from __future__ import annotations
@@ -40,11 +45,14 @@ import psutil
 from machine_load import OtherCpu
 
 FPS = 30
-RESOLUTIONS = {"480p": (854, 480), "1080p": (1920, 1080)}
+RESOLUTIONS = {"480p": (854, 480), "1080p": (1920, 1080), "2160p": (3840, 2160)}
+THROUGHPUT_RESOLUTIONS = ["480p", "1080p"]
 PHOTO = "grace_hopper"  # the packaged photo whose face dlib finds in these framings
 MIN_DECODE_SHARE = 0.5  # end-to-end videos/s >= half the decode-only rate
 MIN_EFFICIENCY = 0.85  # 2 workers >= 1.7x one worker, i.e. 85 % parallel efficiency
 MAX_WORKER_MB = 1500.0  # peak RSS per worker at 1080p (1.5 GB, MB = 10**6 bytes)
+MAX_4K_WORKER_MB = 400.0  # peak RSS of a worker on 4K clips, 32 frames each
+MEMORY_SECONDS = 4.0  # the 4K clips' length: memory does not depend on it
 SAMPLE_SECONDS = 0.05
 
 
@@ -363,8 +371,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--videos", type=int, default=24, help="clips per resolution")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each clip")
     parser.add_argument(
-        "--resolutions", nargs="+", default=list(RESOLUTIONS), choices=list(RESOLUTIONS)
+        "--resolutions", nargs="+", default=THROUGHPUT_RESOLUTIONS, choices=list(RESOLUTIONS)
     )
+    parser.add_argument("--memory-clips", type=int, default=2, help="4K clips (0: skip)")
     parser.add_argument("--workdir", type=Path, help="keep the clips (and outputs) here")
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
     return parser.parse_args()
@@ -391,6 +400,18 @@ def run_resolution(root: Path, name: str, args: argparse.Namespace) -> list[Path
     return clips
 
 
+def memory_4k(root: Path, n_clips: int) -> None:
+    """Peak RSS of one worker preprocessing 4K clips (default settings, 32 frames each)."""
+    dataset, clips = make_dataset(root, "2160p", n_clips, MEMORY_SECONDS)
+    m = _metered(bench_preprocess, dataset, len(clips), root / "out" / "2160p_1w", 1)
+    print(f"\n== memory: 1 worker on {len(clips)} 4K clips (3840x2160, 32 frames each) ==")
+    print(f"  {m.videos} videos, {m.crops} crops, {m.failed} not ok, {m.seconds:.1f} s; "
+          f"other processes used {m.other_cpu:.0%} of the CPUs")  # fmt: skip
+    peak = m.peak_mb or 0.0
+    _target_line(f"peak RSS per worker < {MAX_4K_WORKER_MB:.0f} MB", f"{peak:.0f} MB",
+                 peak < MAX_4K_WORKER_MB)  # fmt: skip
+
+
 def main() -> None:
     args = parse_args()
     print_machine()
@@ -402,6 +423,8 @@ def main() -> None:
         root = args.workdir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
         generated = [run_resolution(root, name, args)[0] for name in args.resolutions]
+        if args.memory_clips:
+            memory_4k(root, args.memory_clips)
         compare_detection(generated + sample_clips())
 
 

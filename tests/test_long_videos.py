@@ -14,8 +14,10 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from media import face_clip, partly_blended_clip
+from typer.testing import CliRunner
 
 from deepfake_detect import crops as crops_module
+from deepfake_detect.cli import app
 from deepfake_detect.crops import CropConfig, extract_faces
 from deepfake_detect.inference import Predictor, VideoPrediction
 from deepfake_detect.segments import Segment, clock, describe, find_segments
@@ -248,3 +250,15 @@ def test_the_serve_api_returns_the_segments(predictor, clips, middle, tmp_path):
         assert len(result["sample_times"]) == SECONDS / EVERY + 1
         page = client.get("/").text
         assert 'id="segments"' in page and "showSegments(result)" in page
+
+
+def test_predict_refuses_frames_over_max_pixels_naming_the_size(predictor, clips, tmp_path):
+    output = tmp_path / "v.json"
+    result = CliRunner().invoke(app, [
+        "predict", str(clips["clean"]), "--model", str(predictor.model_path),
+        "--max-pixels", str(160 * 160 - 1), "--json", str(output),
+    ])  # fmt: skip
+    assert result.exit_code == 1
+    (video,) = json.loads(output.read_text())["videos"]
+    assert video["status"] == "decode_error" and video["probability"] is None
+    assert video["error"] == f"{clips['clean']}: 160x160 frames exceed --max-pixels (25599)"

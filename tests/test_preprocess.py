@@ -248,6 +248,24 @@ def test_invalid_arguments_exit_2_with_one_clear_line(tmp_path, args, message):
     assert message in result.stderr
 
 
+def test_frames_over_max_pixels_are_a_decode_error_naming_the_size(tmp_path):
+    data = make_dataset(tmp_path / "data", n_real=1, n_fake=0)  # 192x192 frames
+    big = still_clip(data / "real" / "big.mp4", np.zeros((240, 320, 3), np.uint8))
+    out = tmp_path / "out"
+    result = subprocess.run(
+        cli("preprocess", str(data), "--output-dir", str(out), "--max-pixels", "40000",
+            "--frames-per-video", "4", "--crop-size", "64", "--num-workers", "0", "--quiet"),
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metadata = pd.read_csv(out / "metadata.csv", keep_default_na=False).set_index("path")
+    assert metadata.status.to_dict() == {
+        str(big): "decode_error",
+        str(data / "real" / "r0.mp4"): "ok",
+    }
+    assert metadata.error[str(big)] == f"{big}: 320x240 frames exceed --max-pixels (40000)"
+
+
 def test_dataset_errors_exit_2_naming_the_folder(tmp_path):
     empty = tmp_path / "empty"
     (empty / "real").mkdir(parents=True)
@@ -269,6 +287,7 @@ def test_help_lists_every_flag():
     for flag in ["--output-dir", "--dataset-format", "--resume", "--no-face-detection",
                  "--face-detector", "--frame-sampling-rate", "--frames-per-video", "--max-frames",
                  "--crop-size", "--margin", "--faces-per-frame", "--num-workers", "--limit",
+                 "--max-pixels",
                  "--val-fraction", "--test-fraction", "--seed", "--splits"]:  # fmt: skip
         assert flag in result.stdout, flag
 

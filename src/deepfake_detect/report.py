@@ -148,6 +148,7 @@ figcaption { font-size: 0.85rem; margin-top: 0.35rem; }
 
 SHOWN_SEGMENTS = 8  # segments with a face shown; the table lists them all
 LONG_VIDEO_S = 120  # timelines of longer videos count in mm:ss
+RUG_Y = -0.08  # the sampled times are ticked along this height, under the scores
 
 
 def write_report(
@@ -327,16 +328,17 @@ def _timeline(prediction: VideoPrediction) -> str:
                   label=f"face {person.face_index}")  # fmt: skip
     axes.axhline(threshold, color="#1b1b1f", linestyle="--", linewidth=1.2,
                  label=f"threshold {threshold:.2f}")  # fmt: skip
-    if prediction.sample_times:
-        axes.plot(prediction.sample_times, np.zeros(len(prediction.sample_times)), linestyle="",
-                  marker="|", markersize=5, color="#4a4a55", clip_on=False,
+    if prediction.sample_times:  # a rug under the scores: where the samples were taken
+        axes.plot(prediction.sample_times, np.full(len(prediction.sample_times), RUG_Y),
+                  linestyle="", marker="|", markersize=6, color="#4a4a55", clip_on=False,
                   label="sampled")  # fmt: skip
     duration = float(prediction.video.get("duration") or 0)
     if duration > 0:
         axes.set_xlim(0, duration)
     if duration > LONG_VIDEO_S:
         axes.xaxis.set_major_formatter(FuncFormatter(lambda seconds, _: clock(seconds)))
-    axes.set_ylim(-0.02, 1.02)
+    axes.set_ylim(RUG_Y - 0.04, 1.02)
+    axes.set_yticks([0, 0.25, 0.5, 0.75, 1])
     axes.set_xlabel("time (mm:ss)" if duration > LONG_VIDEO_S else "time (s)")
     axes.set_ylabel("fake probability")
     axes.grid(alpha=0.3)

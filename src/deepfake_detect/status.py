@@ -30,7 +30,9 @@ STATUS_MEANINGS: dict[Status, str] = {
     Status.OK: "processed (stage 1) or scored (predict, evaluate)",
     Status.NO_FACE: "no face found in any sampled frame",
     Status.TOO_FEW_FRAMES: "predict: the main person is seen in fewer than `--min-frames` frames",
-    Status.DECODE_ERROR: "the file is not a readable video, or decoding failed",
+    Status.DECODE_ERROR: (
+        "the file is not a readable video, decoding failed, or its frames exceed `--max-pixels`"
+    ),
     Status.NO_VIDEO_STREAM: "the file holds no video stream (audio only, say)",
     Status.NO_FRAMES: "the video stream holds no decodable frame",
     Status.EMPTY_FILE: "the file is empty (0 bytes)",
