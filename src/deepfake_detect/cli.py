@@ -382,25 +382,26 @@ def predict(
 
 
 def _judge_all(predictor: Predictor, videos: list[Path], keep_crops: bool) -> list[VideoPrediction]:
-    """Judge each video, showing videos done and how far into the current one it is."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    """Judge each video with two progress bars: videos done, and the time processed of the
+    current one out of its duration."""
+    from rich.progress import BarColumn, Progress, TextColumn
 
     from deepfake_detect.segments import clock
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[position]}"))  # fmt: skip
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[done]}"))
     predictions = []
     with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("predict", total=len(videos), position="")
+        overall = bar.add_task("predict", total=len(videos), done=f"0/{len(videos)} videos")
+        current = bar.add_task("", total=1, done="")
 
         def show(seconds: float, duration: float) -> None:
-            position = f"{clock(seconds)} / {clock(duration)}" if duration > 0 else ""
-            bar.update(task, position=position)
+            done = f"{clock(seconds)} / {clock(duration)}"
+            bar.update(current, total=max(duration, 1e-9), completed=seconds, done=done)
 
-        for video in videos:
-            bar.update(task, description=f"predict {video.name}", position="")
+        for number, video in enumerate(videos, start=1):
+            bar.reset(current, total=1, description=f"  {video.name}", done="")
             predictions.append(predictor.predict(video, keep_crops, on_progress=show))
-            bar.advance(task)
+            bar.update(overall, completed=number, done=f"{number}/{len(videos)} videos")
     return predictions
 
 
@@ -437,9 +438,10 @@ def evaluate(
 
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
-        predictor = Predictor(
-            model, device=device, backend=backend, frames=frames, aggregation=aggregation,
-            threshold=threshold, batch_size=batch_size, min_frames=min_frames,
+        predictor = Predictor(  # exactly --frames per raw video, as stage 1 samples them
+            model, device=device, backend=backend, frames=frames, every=None,
+            aggregation=aggregation, threshold=threshold, batch_size=batch_size,
+            min_frames=min_frames,
         )  # fmt: skip
         result = run_evaluation(
             data, predictor, output_dir, dataset_format=dataset_format.value, split=split,

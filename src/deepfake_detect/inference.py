@@ -135,7 +135,7 @@ class Predictor:
         frames: evenly spaced frames sampled per video, at least.
         every: seconds between samples in a long video (more samples than `frames` give);
             None samples `frames` only.
-        max_frames: at most this many samples, spread over the whole video.
+        max_frames: with `every`, at most this many samples, spread over the whole video.
         aggregation: how frame scores become a person's score (metrics.AGGREGATIONS).
         threshold: decision threshold on the calibrated probability; default the artifact's.
         batch_size: crops per forward pass.
@@ -167,8 +167,8 @@ class Predictor:
             raise PredictError(f"threshold must be between 0 and 1, got {threshold}")
         if every is not None and every <= 0:
             raise PredictError(f"--every must be positive, got {every}")
-        if not 1 <= frames <= max_frames:
-            raise PredictError(f"--frames {frames} must be between 1 and --max-frames {max_frames}")
+        if every is not None and frames > max_frames:
+            raise PredictError(f"--frames {frames} must not exceed --max-frames {max_frames}")
         self.model_path = Path(model)
         self.network: torch.nn.Module | None = None
         self.device = resolve_device(device) if backend == "torch" else torch.device("cpu")
@@ -177,7 +177,7 @@ class Predictor:
             CropConfig.from_dict(self.artifact.preprocessing),
             frames_per_video=frames,
             frame_sampling_rate=None,
-            max_frames=max_frames,
+            max_frames=max_frames if every else None,
             every_seconds=every,
         )
         self.aggregation = aggregation
