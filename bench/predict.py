@@ -32,7 +32,7 @@ import resource
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from fractions import Fraction
 from multiprocessing import get_context
 from pathlib import Path
@@ -152,7 +152,7 @@ def make_artifact(workdir: Path, name: str) -> Path:
     """An untrained artifact for `name` with the stage-1 default crop parameters."""
     network, config = create_model(name, image_size=INPUT_SIZES.get(name))
     crops = CropConfig(face_detector="dlib", frames_per_video=32, crop_size=256, margin=0.3)
-    artifact = ModelArtifact(model=config, preprocessing=asdict(crops))
+    artifact = ModelArtifact(model=config, preprocessing=crops)
     return save_artifact(workdir / "models" / name, network, artifact).parent
 
 

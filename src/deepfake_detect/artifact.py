@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from deepfake_detect import __version__
+from deepfake_detect.crops import CropConfig
 from deepfake_detect.files import atomic_path
 from deepfake_detect.models import ModelConfig, create_model
 
@@ -37,7 +38,7 @@ class ModelArtifact:
     """What the JSON file of an artifact holds."""
 
     model: ModelConfig
-    preprocessing: dict[str, Any]
+    preprocessing: CropConfig = field(default_factory=CropConfig)
     threshold: float = 0.5
     temperature: float = 1.0
     aggregation: str = "mean"
@@ -46,7 +47,7 @@ class ModelArtifact:
     versions: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        body = asdict(self) | {"model": self.model.to_dict()}
+        body = asdict(self) | {"model": self.model.to_dict()}  # preprocessing: a plain mapping
         header = {"format": FORMAT, "format_version": FORMAT_VERSION,
                   "created": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
         return json.dumps(header | body, indent=2, default=str) + "\n"
@@ -103,8 +104,9 @@ def read_artifact(path: Path) -> tuple[ModelArtifact, Path]:
     fields = {k: v for k, v in raw.items() if k in names}
     try:
         fields["model"] = ModelConfig.from_dict(fields["model"])
+        fields["preprocessing"] = CropConfig.from_dict(fields.get("preprocessing") or {})
         artifact = ModelArtifact(**fields)
-    except (KeyError, TypeError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ArtifactError(f"{config_path}: incomplete artifact ({error})") from None
     return artifact, config_path.parent / WEIGHTS_FILE
 
