@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -197,11 +196,17 @@ def timed_run(predictor: Predictor, clip: Path, report: Path) -> tuple[Run, Vide
 
 
 def peak_rss_mb(model_dir: str, clip: str, frames: int, max_frames: int, report: str) -> float:
-    """In a fresh process: predict the clip, write the report, return the peak RSS (MB)."""
+    """In a fresh process: predict the clip, write the report, return the peak RSS (MB).
+
+    The peak is the kernel's high-water mark of this process's own memory (VmHWM):
+    getrusage's ru_maxrss would also count the parent's memory before the exec.
+    """
     predictor = Predictor(Path(model_dir), device="cpu", frames=frames, max_frames=max_frames)
     prediction = predictor.predict(Path(clip), keep_crops=True)
     write_report([prediction], predictor, Path(report))
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+    status = Path("/proc/self/status").read_text().splitlines()
+    (high_water,) = [line.split()[1] for line in status if line.startswith("VmHWM:")]
+    return int(high_water) * 1024 / 1e6
 
 
 def fresh_process_peak(*args: Any) -> float:
