@@ -24,6 +24,12 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
+datasets_app = typer.Typer(
+    help="The supported datasets, and whether a download of one is complete.",
+    no_args_is_help=True,
+)
+app.add_typer(datasets_app, name="datasets")
+
 DatasetFormat = StrEnum("DatasetFormat", {name: name for name in ["auto", *ADAPTERS]})
 Detector = StrEnum("Detector", {name: name for name in DETECTORS})
 
@@ -484,3 +490,66 @@ def demo(
     result = run_demo(output_dir, quick=quick, fresh=fresh, seed=seed, console=console)
     auc = result.evaluation.summary["video"]["auc"]
     console.print(f"\ndemo done: test video AUC {auc:.3f}; report {result.report}", highlight=False)
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """Each supported dataset: what it holds, its size, its terms, where to request it."""
+    from deepfake_detect.dataset_catalog import catalog_table
+
+    Console().print(catalog_table())
+
+
+@datasets_app.command("check")
+def datasets_check(
+    dataset_dir: Annotated[Path, typer.Argument(help="A downloaded dataset (or its CSV list).")],
+    dataset_format: Annotated[
+        DatasetFormat, typer.Option(help="Layout of the dataset; auto detects it as stage 1 does.")
+    ] = DatasetFormat.auto,
+    sample: Annotated[
+        int | None, typer.Option(min=1, help="Probe only N videos drawn at random [default: all].")
+    ] = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="Write path, size and SHA-256 of every file here (CSV).")
+    ] = None,
+    verify: Annotated[
+        Path | None, typer.Option(help="Compare every file with a manifest written elsewhere.")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write every finding as JSON.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Count a download against the official contents and probe its videos: exit 0 when
+    complete, 1 when usable with gaps."""
+    import json
+    from dataclasses import asdict
+
+    from deepfake_detect.dataset_check import (
+        check_dataset,
+        check_findings,
+        check_summary,
+        check_table,
+        progress_tracker,
+        verify_manifest,
+        write_manifest,
+    )
+
+    tracker = None if quiet else progress_tracker(console)
+    try:
+        check = check_dataset(dataset_dir, dataset_format.value, sample, tracker=tracker)
+        if verify:
+            check.manifest = verify_manifest(dataset_dir, verify, tracker)
+        if manifest:
+            count = write_manifest(dataset_dir, manifest, tracker)
+            console.print(f"manifest of {count} files: {manifest}", highlight=False)
+    except DatasetError as error:
+        raise fail_usage(str(error)) from None
+    Console().print(check_table(check))
+    for line in check_findings(check):
+        console.print(line, highlight=False, soft_wrap=True)
+    if json_path:
+        document = asdict(check) | {"complete": check.complete}
+        json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    console.print(check_summary(check), highlight=False)
+    raise typer.Exit(code=0 if check.complete else 1)

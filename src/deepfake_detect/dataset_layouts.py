@@ -108,7 +108,7 @@ def _iter_videos(folder: Path) -> Iterator[Path]:
             yield path
 
 
-def _find_videos(folder: Path) -> list[Path]:
+def find_videos(folder: Path) -> list[Path]:
     """Video files anywhere under `folder`, sorted; hidden files and folders are skipped."""
     return sorted(_iter_videos(folder)) if folder.is_dir() else []
 
@@ -204,7 +204,7 @@ def scan_folders(root: Path) -> list[VideoItem]:
     overrides = _read_manifest(root)
     items = []
     for folder, label in labelled:
-        for path in _find_videos(folder):
+        for path in find_videos(folder):
             inner = path.relative_to(folder).parts
             method = inner[0] if label == 1 and len(inner) > 1 else ""
             item = VideoItem(
@@ -251,7 +251,7 @@ def _smallest_connected(id_lists: Iterable[list[str]]) -> dict[str, str]:
     return {x: find(x) for x in parent}
 
 
-def _read_ffpp_splits(splits_dir: Path) -> dict[str, str]:
+def read_ffpp_splits(splits_dir: Path) -> dict[str, str]:
     """Id -> split from FF++'s official train.json, val.json, test.json (lists of id pairs)."""
     split_of: dict[str, str] = {}
     for split in SPLITS:
@@ -277,7 +277,7 @@ def scan_ffpp(root: Path, splits_dir: Path | None = None) -> list[VideoItem]:
     videos += [(path, 1, path.parts[-4]) for path in _ffpp_videos(root / "manipulated_sequences")]
     ids_of = {path: _ffpp_ids(path.stem) for path, _, _ in videos}
     group_of = _smallest_connected(ids_of.values())
-    split_of = _read_ffpp_splits(splits_dir) if splits_dir is not None else {}
+    split_of = read_ffpp_splits(splits_dir) if splits_dir is not None else {}
     items = []
     for path, label, method in videos:
         splits = {split_of.get(x) for x in ids_of[path]}
@@ -327,7 +327,7 @@ def scan_celebdf(root: Path) -> list[VideoItem]:
     on_disk = {
         path.relative_to(root).as_posix(): label
         for folder, label in CELEBDF_FOLDER_LABELS.items()
-        for path in _find_videos(root / folder)
+        for path in find_videos(root / folder)
     }
     list_file = root / CELEBDF_TEST_LIST
     listed = _read_celebdf_test_list(list_file) if list_file.is_file() else None
@@ -358,18 +358,22 @@ def _dfdc_item(root: Path, part: Path, name: str, entry: object) -> VideoItem:
     return VideoItem(path, make_video_id(root, path), "dfdc", label, group, split, method, missing)
 
 
+def dfdc_parts(root: Path) -> list[Path]:
+    """The DFDC part folders of `root`: itself when it holds metadata.json, else its subfolders
+    that do."""
+    if (root / DFDC_METADATA).is_file():
+        return [root]
+    return [part for part in _subfolders(root) if (part / DFDC_METADATA).is_file()]
+
+
 def scan_dfdc(root: Path) -> list[VideoItem]:
     """DFDC part folders: every file listed in a part's metadata.json (absent ones as missing).
 
     `root` is one part or a folder of parts; videos not in metadata.json have no label and are
     skipped.
     """
-    if (root / DFDC_METADATA).is_file():
-        parts = [root]
-    else:
-        parts = [part for part in _subfolders(root) if (part / DFDC_METADATA).is_file()]
     items = []
-    for part in parts:
+    for part in dfdc_parts(root):
         entries = _load_json(part / DFDC_METADATA)
         if not isinstance(entries, dict):
             raise DatasetError(f"{part / DFDC_METADATA}: expected an object of file name -> entry")
