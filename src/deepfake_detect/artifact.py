@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from deepfake_detect import __version__
 from deepfake_detect.files import atomic_path
-from deepfake_detect.models import ModelConfig, create_model
+from deepfake_detect.models import ModelConfig, build_network
 
 FORMAT = "deepfake-detect-model"
 FORMAT_VERSION = 1
@@ -33,8 +33,47 @@ class ArtifactError(ValueError):
 
 
 @dataclass
+class SourceFile:
+    """A file an imported model was converted from, as its authors published it."""
+
+    name: str
+    sha256: str
+    size: int
+
+
+@dataclass
+class Provenance:
+    """Where an imported model comes from, and how far this pipeline matches its authors'.
+
+    Attributes:
+        source: the published detector (paper, authors, year).
+        url: where its authors publish code and weights.
+        files: the checkpoint files it was converted from, with their SHA-256.
+        licence: the terms its authors attach to the weights, in one line.
+        citation: the paper to cite.
+        reported: the accuracy its authors report (theirs, not measured here).
+        authors_crop: how the authors find and crop faces (detector, margin, shape...).
+        differences: what this project's pipeline still does differently.
+    """
+
+    source: str
+    url: str
+    files: list[SourceFile]
+    licence: str
+    citation: str
+    reported: str = ""
+    authors_crop: dict[str, str] = field(default_factory=dict)
+    differences: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Provenance:
+        """The inverse of `dataclasses.asdict`, also after a JSON round trip."""
+        return cls(**(data | {"files": [SourceFile(**f) for f in data.get("files", [])]}))
+
+
+@dataclass
 class ModelArtifact:
-    """What the JSON file of an artifact holds."""
+    """What the JSON file of an artifact holds (`provenance` only for imported models)."""
 
     model: ModelConfig
     preprocessing: dict[str, Any]
@@ -44,6 +83,7 @@ class ModelArtifact:
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    provenance: Provenance | None = None
 
     def to_json(self) -> str:
         body = asdict(self) | {"model": self.model.to_dict()}
@@ -103,6 +143,8 @@ def read_artifact(path: Path) -> tuple[ModelArtifact, Path]:
     fields = {k: v for k, v in raw.items() if k in names}
     try:
         fields["model"] = ModelConfig.from_dict(fields["model"])
+        if fields.get("provenance") is not None:
+            fields["provenance"] = Provenance.from_dict(fields["provenance"])
         artifact = ModelArtifact(**fields)
     except (KeyError, TypeError) as error:
         raise ArtifactError(f"{config_path}: incomplete artifact ({error})") from None
@@ -114,11 +156,7 @@ def load_artifact(path: Path) -> tuple[torch.nn.Module, ModelArtifact]:
     artifact, weights_path = read_artifact(path)
     if not weights_path.is_file():
         raise ArtifactError(f"{weights_path}: weights file missing")
-    network, _ = create_model(
-        artifact.model.name,
-        image_size=artifact.model.input_size,
-        drop_rate=artifact.model.drop_rate,
-    )
+    network = build_network(artifact.model)
     try:
         state = load_file(str(weights_path))
         network.load_state_dict(state)

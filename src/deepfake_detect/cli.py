@@ -12,7 +12,7 @@ from rich.console import Console
 
 from deepfake_detect import __version__
 from deepfake_detect.dataset_layouts import ADAPTERS, DatasetError
-from deepfake_detect.faces import DETECTORS
+from deepfake_detect.faces import CROP_SHAPES, DETECTORS
 from deepfake_detect.preprocess import PreprocessError, VideoDataProcessor
 from deepfake_detect.status import Status
 
@@ -32,6 +32,7 @@ app.add_typer(datasets_app, name="datasets")
 
 DatasetFormat = StrEnum("DatasetFormat", {name: name for name in ["auto", *ADAPTERS]})
 Detector = StrEnum("Detector", {name: name for name in DETECTORS})
+CropShape = StrEnum("CropShape", {name: name for name in CROP_SHAPES})
 
 
 def fail_usage(message: str) -> typer.Exit:
@@ -88,6 +89,10 @@ def preprocess(
     margin: Annotated[
         float, typer.Option(min=0.0, max=2.0, help="Margin on each side, fraction of the box.")
     ] = 0.3,
+    crop_shape: Annotated[
+        CropShape,
+        typer.Option(help="square around the face, or its box stretched or padded to a square."),
+    ] = CropShape.square,
     faces_per_frame: Annotated[
         int | None, typer.Option(min=1, help="Keep at most N faces per frame, largest first.")
     ] = None,
@@ -130,6 +135,7 @@ def preprocess(
             max_frames=max_frames,
             crop_size=crop_size,
             margin=margin,
+            crop_shape=crop_shape.value,
             faces_per_frame=faces_per_frame,
             detect_size=detect_size,
             scan_every=scan_every,
@@ -296,8 +302,12 @@ def predict(
     model: Annotated[Path, typer.Option(help="Training run folder or its model artifact.")],
     frames: Annotated[int, typer.Option(min=1, help="Evenly spaced frames per video.")] = 32,
     aggregation: Annotated[
-        str, typer.Option(help="Frame scores to a person's: mean, median, max, vote, confident.")
-    ] = "mean",
+        str | None,
+        typer.Option(
+            help="Frame scores to a person's: mean, median, max, vote, confident, "
+            "dfdc_confident; or max_face_mean over each frame's faces [default: the model's]."
+        ),
+    ] = None,
     threshold: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Override the artifact's threshold.")
     ] = None,
@@ -382,7 +392,9 @@ def evaluate(
         Path | None, typer.Option(help="FF++ official split files, for raw FF++.")
     ] = None,
     frames: Annotated[int, typer.Option(min=1, help="Frames per raw video.")] = 32,
-    aggregation: Annotated[str, typer.Option(help="mean, median, max, vote, confident.")] = "mean",
+    aggregation: Annotated[
+        str | None, typer.Option(help="As for predict [default: the model's].")
+    ] = None,
     threshold: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Override the artifact's threshold.")
     ] = None,
@@ -435,6 +447,38 @@ def export(
     except (ArtifactError, ExportError, BackendError) as error:
         raise fail_usage(str(error)) from None
     console.print(f"ONNX model: {path} (predict with --backend onnx)", highlight=False)
+
+
+@app.command("import")
+def import_model(
+    detector: Annotated[str, typer.Argument(help="Which published detector: sbi or dfdc.")],
+    checkpoints: Annotated[
+        list[Path], typer.Argument(help="Its checkpoint file(s), as its authors publish them.")
+    ],
+    output_dir: Annotated[Path, typer.Option(help="Where the model artifact is written.")],
+    face_detector: Annotated[
+        Detector | None,
+        typer.Option(help="Stage-1 detector [default: the closest to the authors' one]."),
+    ] = None,
+) -> None:
+    """Convert a published detector's checkpoints into a model artifact (no pickle in it)."""
+    from deepfake_detect.checkpoints import CheckpointError
+    from deepfake_detect.published import ConversionError, import_detector
+
+    try:
+        path = import_detector(
+            detector, checkpoints, output_dir, face_detector.value if face_detector else None
+        )
+    except (ConversionError, CheckpointError) as error:
+        raise fail_usage(str(error)) from None
+    from deepfake_detect.artifact import read_artifact
+
+    provenance = read_artifact(path)[0].provenance
+    lines = [f"model artifact: {path.parent}", f"source: {provenance.source}",
+             f"licence: {provenance.licence}", f"reported by its authors: {provenance.reported}",
+             "what still differs from the authors' pipeline:",
+             *(f"  - {difference}" for difference in provenance.differences)]  # fmt: skip
+    console.print("\n".join(lines), highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from deepfake_detect.faces import (
+    CROP_SHAPES,
     DETECTORS,
     Box,
     FaceDetector,
     create_detector,
-    crop_face,
     detect_in_frames,
     letterbox,
     track_faces,
@@ -42,11 +42,15 @@ class CropConfig:
     faces_per_frame: int | None = None
     detect_size: int = 640
     scan_every: int = 8
+    crop_shape: str = "square"
 
     def __post_init__(self) -> None:
         if self.face_detector not in DETECTORS:
             known = ", ".join(DETECTORS)
             raise ValueError(f"unknown face detector {self.face_detector!r}; known: {known}")
+        if self.crop_shape not in CROP_SHAPES:
+            known = ", ".join(CROP_SHAPES)
+            raise ValueError(f"unknown crop shape {self.crop_shape!r}; known: {known}")
         for name in (
             "frames_per_video", "frame_sampling_rate", "max_frames", "faces_per_frame", "scan_every"
         ):  # fmt: skip
@@ -135,7 +139,8 @@ def extract_faces(path: Path, config: CropConfig, threads: int = 0) -> FaceCrops
     for frame, frame_boxes, frame_ids in zip(frames, boxes, face_ids, strict=True):
         for box, face_index in sorted(zip(frame_boxes, frame_ids, strict=True), key=lambda p: p[1]):
             if config.use_face_detection:
-                crops.append(crop_face(frame.image, box, config.margin, config.crop_size))
+                crop = CROP_SHAPES[config.crop_shape]
+                crops.append(crop(frame.image, box, config.margin, config.crop_size))
             else:
                 crops.append(letterbox(frame.image, config.crop_size))
             records.append({

@@ -9,7 +9,6 @@ opening stage 1 does.
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import random
 from collections.abc import Callable, Iterable, Iterator
@@ -40,12 +39,11 @@ from deepfake_detect.dataset_layouts import (
     find_videos,
     read_ffpp_splits,
 )
-from deepfake_detect.files import atomic_path
+from deepfake_detect.files import atomic_path, file_sha256
 from deepfake_detect.video import VideoError, probe
 
 MANIFEST_COLUMNS = ("path", "size", "sha256")
 FFPP_SPLITS_FOLDER = "splits"
-HASH_CHUNK = 1 << 20
 
 Tracker = Callable[[Iterable, str, int], Iterator]
 
@@ -281,11 +279,6 @@ def _files(root: Path, leave_out: set[Path]) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.resolve() not in leave_out)
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def write_manifest(root: Path, manifest: Path, tracker: Tracker | None = None) -> int:
     """Write path (relative, posix), size and SHA-256 of every file under root as CSV.
 
@@ -301,7 +294,7 @@ def write_manifest(root: Path, manifest: Path, tracker: Tracker | None = None) -
         writer.writerow(MANIFEST_COLUMNS)
         for path in loop:
             relative = path.relative_to(root).as_posix()
-            writer.writerow([relative, path.stat().st_size, _sha256(path)])
+            writer.writerow([relative, path.stat().st_size, file_sha256(path)])
     return len(files)
 
 
@@ -341,7 +334,7 @@ def verify_manifest(root: Path, manifest: Path, tracker: Tracker | None = None) 
             result.missing.append(relative)
         elif path.stat().st_size != size:
             result.changed.append(f"{relative}: {path.stat().st_size} bytes, manifest says {size}")
-        elif _sha256(path) != digest:
+        elif file_sha256(path) != digest:
             result.changed.append(f"{relative}: SHA-256 differs from the manifest's")
     on_disk = _files(root, {Path(manifest).resolve()})
     result.added = [p.relative_to(root).as_posix() for p in on_disk

@@ -25,7 +25,7 @@ from scipy.special import expit
 from deepfake_detect.artifact import ModelArtifact, load_artifact, read_artifact
 from deepfake_detect.backends import BACKENDS, Runner, onnx_runner, resolve_device, torch_runner
 from deepfake_detect.crops import CropConfig, extract_faces
-from deepfake_detect.metrics import AGGREGATIONS
+from deepfake_detect.metrics import AGGREGATIONS, FRAME_RULES
 from deepfake_detect.models import to_model_input
 from deepfake_detect.status import Status
 from deepfake_detect.video import VideoError, is_video_file
@@ -112,7 +112,8 @@ class Predictor:
         device: auto, cpu or cuda.
         backend: torch, or onnx (onnxruntime on CPU; needs `deepfake-detect export --onnx`).
         frames: evenly spaced frames sampled per video.
-        aggregation: how frame scores become a person's score (metrics.AGGREGATIONS).
+        aggregation: how frame scores become a person's score (metrics.AGGREGATIONS), or a
+            rule over each frame's faces (metrics.FRAME_RULES); default the artifact's.
         threshold: decision threshold on the calibrated probability; default the artifact's.
         batch_size: crops per forward pass.
         min_frames: a video whose main person is seen in fewer frames is too_few_frames.
@@ -125,14 +126,11 @@ class Predictor:
         device: str = "auto",
         backend: str = "torch",
         frames: int = 32,
-        aggregation: str = "mean",
+        aggregation: str | None = None,
         threshold: float | None = None,
         batch_size: int = 64,
         min_frames: int = 1,
     ) -> None:
-        if aggregation not in AGGREGATIONS:
-            known = ", ".join(AGGREGATIONS)
-            raise PredictError(f"unknown aggregation {aggregation!r}; known: {known}")
         if backend not in BACKENDS:
             raise PredictError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
         if threshold is not None and not 0 <= threshold <= 1:
@@ -147,7 +145,10 @@ class Predictor:
             frame_sampling_rate=None,
             max_frames=None,
         )
-        self.aggregation = aggregation
+        self.aggregation = aggregation or self.artifact.aggregation
+        if self.aggregation not in AGGREGATIONS | FRAME_RULES:
+            known = ", ".join([*AGGREGATIONS, *FRAME_RULES])
+            raise PredictError(f"unknown aggregation {self.aggregation!r}; known: {known}")
         self.threshold = self.artifact.threshold if threshold is None else threshold
         self.batch_size, self.min_frames = batch_size, min_frames
 
@@ -189,7 +190,8 @@ class Predictor:
                                                   "face_index", "x0", "y0", "x1", "y1")},
                              probability=float(p))
                   for r, p in zip(faces.records, probabilities, strict=True)]  # fmt: skip
-        judgement = self.judge(str(path), [f.face_index for f in frames], probabilities)
+        judgement = self.judge(str(path), [f.face_index for f in frames], probabilities,
+                               [f.frame_index for f in frames])  # fmt: skip
         info = faces.info
         video = {"fps": info.fps, "width": info.width, "height": info.height,
                  "duration": info.duration, "n_frames": info.n_frames, "rotation": info.rotation,
@@ -201,11 +203,19 @@ class Predictor:
         )  # fmt: skip
 
     def judge(
-        self, name: str, face_indices: Sequence[int], probabilities: Sequence[float]
+        self,
+        name: str,
+        face_indices: Sequence[int],
+        probabilities: Sequence[float],
+        frame_indices: Sequence[int] | None = None,
     ) -> Judgement:
         """Aggregate each person's (face track's) frame probabilities with the rule; the video
-        takes the highest of the tracks that count, and needs `min_frames` of its main person."""
-        rule = AGGREGATIONS[self.aggregation]
+        takes the highest of the tracks that count, and needs `min_frames` of its main person.
+
+        A frame rule instead scores the video from the crops of the tracks that count, frame
+        by frame (without `frame_indices` each crop is its own frame); persons get the mean.
+        """
+        rule = AGGREGATIONS.get(self.aggregation, AGGREGATIONS["mean"])
         tracks: dict[int, list[float]] = {}
         for face, probability in zip(face_indices, probabilities, strict=True):
             tracks.setdefault(int(face), []).append(float(probability))
@@ -218,7 +228,14 @@ class Predictor:
         if longest < self.min_frames:
             message = f"{name}: a face in only {longest} frames (at least {self.min_frames} needed)"
             return Judgement(persons, None, None, "too_few_frames", message)
-        probability = max(p.probability for p in persons if p.counted)
+        if self.aggregation in FRAME_RULES:
+            counted = {p.face_index for p in persons if p.counted}
+            kept = [i for i, face in enumerate(face_indices) if int(face) in counted]
+            frames = kept if frame_indices is None else [frame_indices[i] for i in kept]
+            kept_probabilities = [probabilities[i] for i in kept]
+            probability = FRAME_RULES[self.aggregation](frames, kept_probabilities)
+        else:
+            probability = max(p.probability for p in persons if p.counted)
         verdict = "FAKE" if probability >= self.threshold else "REAL"
         return Judgement(persons, probability, verdict, Status.OK, "")
 

@@ -38,6 +38,7 @@ METRIC_NAMES = (
 LOG_LOSS_EPS = 1e-7
 VOTE_THRESHOLD = 0.5
 TEMPERATURE_BOUNDS = (0.05, 20.0)
+DFDC_FAKE_ABOVE, DFDC_REAL_BELOW, DFDC_MIN_FAKE_FRAMES = 0.8, 0.2, 11
 
 
 def binary_metrics(
@@ -186,6 +187,21 @@ def confident_mean(probabilities: np.ndarray, power: float = 2.0) -> float:
     return float(np.average(probabilities, weights=weights))
 
 
+def dfdc_confident(probabilities: np.ndarray) -> float:
+    """The DFDC winner's rule (Seferbekov, 2020), as published with its weights.
+
+    More than 11 frames, and more than a 2.5th of them, above 0.8: the mean of those;
+    else, more than 90% of the frames below 0.2: the mean of those; else the plain mean.
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    sure_fake, sure_real = p[p > DFDC_FAKE_ABOVE], p[p < DFDC_REAL_BELOW]
+    if sure_fake.size > p.size // 2.5 and sure_fake.size > DFDC_MIN_FAKE_FRAMES:
+        return float(np.mean(sure_fake))
+    if sure_real.size > 0.9 * p.size:
+        return float(np.mean(sure_real))
+    return float(np.mean(p))
+
+
 AggregationRule = Callable[[np.ndarray], float]
 
 AGGREGATIONS: dict[str, AggregationRule] = {
@@ -194,7 +210,21 @@ AGGREGATIONS: dict[str, AggregationRule] = {
     "max": lambda p: float(np.max(p)),
     "vote": lambda p: float(np.mean(p >= VOTE_THRESHOLD)),
     "confident": confident_mean,
+    "dfdc_confident": dfdc_confident,
 }
+
+
+def max_face_mean(frame_indices: ArrayLike, probabilities: ArrayLike) -> float:
+    """Self-Blended Images' video score: in each frame the highest probability among its
+    faces, then the mean over frames."""
+    per_frame = pd.Series(np.asarray(probabilities, np.float64)).groupby(np.asarray(frame_indices))
+    return float(per_frame.max().mean())
+
+
+FrameRule = Callable[[ArrayLike, ArrayLike], float]
+
+# Rules that read the faces of each frame together, rather than one person's frames.
+FRAME_RULES: dict[str, FrameRule] = {"max_face_mean": max_face_mean}
 
 
 def aggregate_videos(

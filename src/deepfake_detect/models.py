@@ -24,6 +24,8 @@ import torch
 from huggingface_hub import constants as hub_constants
 from torch import nn
 
+from deepfake_detect.ensemble import MeanProbabilityEnsemble
+
 RGB = tuple[float, float, float]
 
 HALF: RGB = (0.5, 0.5, 0.5)
@@ -44,6 +46,8 @@ class ModelConfig:
         mean: per-channel mean, for images scaled to [0, 1].
         std: per-channel standard deviation, for images scaled to [0, 1].
         drop_rate: dropout rate the network was built with.
+        members: how many networks of this architecture it averages (an imported ensemble,
+            `ensemble.MeanProbabilityEnsemble`); 1 for a single network.
     """
 
     name: str
@@ -51,6 +55,7 @@ class ModelConfig:
     mean: RGB
     std: RGB
     drop_rate: float
+    members: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,6 +69,7 @@ class ModelConfig:
             mean=_triple(data["mean"]),
             std=_triple(data["std"]),
             drop_rate=float(data["drop_rate"]),
+            members=int(data.get("members", 1)),
         )
 
 
@@ -324,6 +330,19 @@ def create_model(
     if timm.is_model(name):
         return _create_timm_model(name, pretrained, image_size, drop_rate)
     raise _unknown_model(name)
+
+
+def build_network(config: ModelConfig) -> nn.Module:
+    """The untrained network a config describes (an ensemble when it has several members),
+    for weights to be loaded into: nothing is downloaded."""
+
+    def one() -> nn.Module:
+        size, drop_rate = config.input_size, config.drop_rate
+        return create_model(config.name, image_size=size, drop_rate=drop_rate)[0]
+
+    if config.members == 1:
+        return one()
+    return MeanProbabilityEnsemble([one() for _ in range(config.members)])
 
 
 def _create_local_model(

@@ -180,6 +180,8 @@ class VideoDataProcessor:
         max_frames: keep at most this many sampled frames per video.
         crop_size: side of the square crops in pixels.
         margin: added on each side of the face box, as a fraction of its size.
+        crop_shape: square (around the box), or the box's rectangle stretched or padded to a
+            square, as published detectors crop (`faces.CROP_SHAPES`).
         faces_per_frame: keep at most this many faces per frame, largest first.
         detect_size: longer side of the frame copy a whole-frame scan sees.
         scan_every: scan whole frames every Nth sampled frame; in between, known faces are
@@ -206,6 +208,7 @@ class VideoDataProcessor:
         max_frames: int | None = None,
         crop_size: int = 256,
         margin: float = 0.3,
+        crop_shape: str = "square",
         faces_per_frame: int | None = None,
         detect_size: int = 640,
         scan_every: int = 8,
@@ -229,6 +232,7 @@ class VideoDataProcessor:
                 max_frames=max_frames,
                 crop_size=crop_size,
                 margin=margin,
+                crop_shape=crop_shape,
                 faces_per_frame=faces_per_frame,
                 detect_size=detect_size,
                 scan_every=scan_every,
@@ -312,6 +316,7 @@ class VideoDataProcessor:
         wanted = asdict(self.config)
         if settings_path.exists() and self.resume:
             previous = json.loads(settings_path.read_text(encoding="utf-8")).get("parameters", {})
+            previous = asdict(CropConfig()) | previous  # a parameter added since has its default
             changed = {k: (previous.get(k), v) for k, v in wanted.items() if previous.get(k) != v}
             if changed:
                 diff = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
