@@ -4,6 +4,7 @@ and must give the same logits; predict must crop and normalise faces the authors
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -13,9 +14,10 @@ import numpy as np
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 from efficientnet_pytorch import EfficientNet
 from media import face_clip, face_photo
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from typer.testing import CliRunner
 
@@ -28,6 +30,7 @@ from deepfake_detect.files import file_sha256
 from deepfake_detect.inference import Predictor
 from deepfake_detect.metrics import dfdc_confident, max_face_mean
 from deepfake_detect.published import ConversionError, import_detector
+from deepfake_detect.weight_names import hf_clip_vision_to_timm
 
 TOLERANCE = 1e-4
 FACES = ("astronaut", "camera", "grace_hopper")
@@ -144,8 +147,9 @@ def dfdc(tmp_path_factory) -> dict:
     # these random members' logits there within its 1e-4
     members = [DeepFakeClassifier("tf_efficientnet_b2", 1408) for _ in range(2)]
     members = [settled(m, seed, normalised=True, head_std=0.01) for seed, m in enumerate(members)]
-    checkpoints = [save_dfdc(root / f"final_{i}_b2", m) for i, m in enumerate(members)]
-    model = import_detector("dfdc", checkpoints, root / "model").parent
+    (root / "weights").mkdir()
+    checkpoints = [save_dfdc(root / "weights" / f"final_{i}_b2", m) for i, m in enumerate(members)]
+    model = import_detector("dfdc", [root / "weights"], root / "model").parent  # the folder
     return {"members": members, "checkpoints": checkpoints, "artifact": model}
 
 
@@ -270,6 +274,123 @@ def test_dfdc_ensemble_exports_to_onnx_unchanged(dfdc, tmp_path):
         on_torch.probabilities(on_torch.score_crops(crops)),
         atol=TOLERANCE,
     )
+
+
+# --- GenD ---------------------------------------------------------------------------------------
+
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+CLIP_B32 = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+            "num_attention_heads": 12, "patch_size": 32, "image_size": 224}  # fmt: skip
+CLIP_L14 = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+            "num_attention_heads": 16, "patch_size": 14, "image_size": 224}  # fmt: skip
+
+
+class GenD(nn.Module):
+    """The authors' src/hf/modeling_gend.py GenD: a Hugging Face CLIP vision encoder (weights
+    random here, its LayerNorms too, as GenD tunes them) and a 2-output linear head."""
+
+    def __init__(self, head: str, vision: dict[str, int]):
+        super().__init__()
+        transformers = pytest.importorskip("transformers")
+        config = transformers.CLIPVisionConfig(**vision, hidden_act="quick_gelu")
+        self.feature_extractor = nn.Module()
+        encoder = transformers.CLIPVisionModel(config)  # transformers 5 flattens vision_model
+        self.feature_extractor.vision_model = getattr(encoder, "vision_model", encoder)
+        self.feature_extractor.visual_projection = nn.Linear(config.hidden_size, 512, bias=False)
+        self.model = nn.Module()
+        self.model.linear = nn.Linear(config.hidden_size, 2)
+        self.normalise = head == "LinearNorm"
+        with torch.no_grad():
+            for norm in (m for m in self.modules() if isinstance(m, nn.LayerNorm)):
+                norm.weight.normal_(1, 0.1)
+                norm.bias.normal_(0, 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.feature_extractor.vision_model(x).pooler_output
+        return self.model.linear(F.normalize(features, dim=1) if self.normalise else features)
+
+
+def clip_faces(size: int = 224) -> torch.Tensor:
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (CLIP_MEAN, CLIP_STD))
+    return (faces(size) - mean) / std
+
+
+def save_gend(folder: Path, model: GenD, head: str) -> Path:
+    """The authors' Hugging Face folder: config.json and model.safetensors."""
+    folder.mkdir(parents=True)
+    state = {key: value.contiguous() for key, value in model.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"))
+    config = {"architectures": ["GenD"], "backbone": "openai/clip-vit-base-patch32",
+              "head": head, "model_type": "GenD", "transformers_version": "4.56.2"}  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "README.md").write_text("model card")  # a folder's other files are not read
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gend(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("gend")
+    torch.manual_seed(5)
+    original = GenD("LinearNorm", CLIP_B32).eval()
+    folder = save_gend(root / "GenD_CLIP_B_32", original, "LinearNorm")
+    return {"original": original, "artifact": import_detector("gend", [folder], root / "m").parent}
+
+
+def test_gend_logits_equal_the_originals(gend):
+    network, artifact = load_artifact(gend["artifact"])
+    assert artifact.model.name == "gend_clip_vit_b32" and artifact.model.input_size == 224
+    x = clip_faces()
+    with torch.no_grad():
+        expected = gend["original"](x)
+        assert_logits_close(network(x), expected[:, 1] - expected[:, 0])
+    assert [f.name for f in artifact.provenance.files] == ["config.json", "model.safetensors"]
+
+
+def test_gend_with_a_plain_linear_head_is_a_timm_vision_transformer(gend, tmp_path):
+    original = copy.copy(gend["original"])  # the same weights, the head on raw features
+    original.normalise = False
+    folder = save_gend(tmp_path / "GenD", original, "linear")
+    network, artifact = load_artifact(import_detector("gend", [folder], tmp_path / "m"))
+    assert artifact.model.name == "vit_base_patch32_clip_quickgelu_224"
+    x = clip_faces()
+    with torch.no_grad():
+        expected = original(x)
+        assert_logits_close(network(x), expected[:, 1] - expected[:, 0])
+
+
+def test_gend_l14_weights_map_onto_timm_shape_for_shape():
+    """The published GenD_CLIP_L_14, checked without its 1.2 GB: every renamed tensor fits."""
+    transformers = pytest.importorskip("transformers")
+    with torch.device("meta"):
+        encoder = transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**CLIP_L14))
+        target = timm.create_model("vit_large_patch14_clip_quickgelu_224", num_classes=0)
+    encoder = getattr(encoder, "vision_model", encoder)
+    renamed = hf_clip_vision_to_timm(dict(encoder.state_dict()))
+    expected = {key: value.shape for key, value in target.state_dict().items()}
+    assert {key: value.shape for key, value in renamed.items()} == expected
+
+
+def test_predict_normalises_faces_the_gend_way(gend, tmp_path):
+    clip = face_clip(tmp_path / "clip.mp4", seconds=0.5)
+    prediction = Predictor(gend["artifact"], frames=2, device="cpu").predict(clip, keep_crops=True)
+    assert prediction.status == "ok" and prediction.crops.shape[1:] == (224, 224, 3)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (CLIP_MEAN, CLIP_STD))
+    with torch.no_grad():
+        x = (torch.from_numpy(prediction.crops).permute(0, 3, 1, 2).float() / 255 - mean) / std
+        expected = gend["original"](x).softmax(1)[:, 1].numpy()
+    got = np.array([frame.probability for frame in prediction.frames])
+    np.testing.assert_allclose(got, expected, atol=TOLERANCE)
+    assert prediction.probability == pytest.approx(got.mean())
+
+
+def test_gend_refuses_an_unknown_backbone(gend, tmp_path):
+    folder = tmp_path / "GenD"
+    shutil.copytree(Path(read_artifact(gend["artifact"])[1]).parent, folder)
+    (folder / "config.json").write_text(
+        json.dumps({"backbone": "facebook/dinov2", "head": "linear"})
+    )
+    with pytest.raises(ConversionError, match="backbone 'facebook/dinov2'"):
+        import_detector("gend", [folder], tmp_path / "m")
 
 
 # --- the authors' crops and rules ----------------------------------------------------------------

@@ -451,9 +451,10 @@ def export(
 
 @app.command("import")
 def import_model(
-    detector: Annotated[str, typer.Argument(help="Which published detector: sbi or dfdc.")],
+    detector: Annotated[str, typer.Argument(help="Which published detector: sbi, dfdc or gend.")],
     checkpoints: Annotated[
-        list[Path], typer.Argument(help="Its checkpoint file(s), as its authors publish them.")
+        list[Path],
+        typer.Argument(help="Its checkpoint file(s) as its authors publish them, or a folder."),
     ],
     output_dir: Annotated[Path, typer.Option(help="Where the model artifact is written.")],
     face_detector: Annotated[

@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import cv2
@@ -24,6 +25,12 @@ import torch
 from huggingface_hub import constants as hub_constants
 from torch import nn
 
+from deepfake_detect.clip_models import (
+    CLIP_MEAN,
+    CLIP_STD,
+    GEND_MODELS,
+    clip_with_normalised_head,
+)
 from deepfake_detect.ensemble import MeanProbabilityEnsemble
 
 RGB = tuple[float, float, float]
@@ -219,6 +226,14 @@ def mesoinception4(drop_rate: float) -> MesoNet:
         conv_block(16, 16, 5, pool=4),
     )
     return MesoNet(features, drop_rate)
+
+
+# --- GenD: CLIP vision transformers with an L2-normalised head (clip_models.py) ---------------
+
+for _name, _architecture in GEND_MODELS.items():
+    register_model(_name, input_size=224, mean=CLIP_MEAN, std=CLIP_STD)(
+        partial(clip_with_normalised_head, _architecture)
+    )
 
 
 # --- timm backbones ----------------------------------------------------------------------------

@@ -10,12 +10,12 @@ a checkpoint that does not fit is refused, never half-loaded. Checkpoints are re
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
@@ -27,13 +27,18 @@ from deepfake_detect.artifact import (
     save_artifact,
 )
 from deepfake_detect.checkpoints import read_checkpoint
+from deepfake_detect.clip_models import CLIP_MEAN, CLIP_STD, CLIP_VISION_MODELS, GEND_MODELS
 from deepfake_detect.crops import CropConfig
 from deepfake_detect.faces import DETECTORS
 from deepfake_detect.files import file_sha256
 from deepfake_detect.models import ModelConfig, build_network
+from deepfake_detect.weight_names import (
+    StateDict,
+    efficientnet_pytorch_to_timm,
+    hf_clip_vision_to_timm,
+)
 
-StateDict = dict[str, torch.Tensor]
-Converter = Callable[[Sequence[Any], Sequence[Path]], tuple[ModelConfig, StateDict]]
+Converter = Callable[[Sequence[Path]], tuple[ModelConfig, StateDict]]
 
 # This project's detectors, closest to the authors' CNN detectors (RetinaFace, MTCNN) first.
 STAND_IN_DETECTORS = ("yunet", "dlib")
@@ -59,8 +64,8 @@ class PublishedDetector:
             stand-in face detector's name.
         preprocessing: stage-1 parameters that follow the authors' crop.
         aggregation: the authors' video rule (metrics.AGGREGATIONS or FRAME_RULES).
-        convert: checkpoints (as read) and their paths -> model config and state dict.
-        ensemble: several checkpoints make one ensemble artifact.
+        convert: the checkpoint files -> model config and state dict.
+        files: the file names it reads when given a folder (glob patterns).
     """
 
     source: str
@@ -73,7 +78,7 @@ class PublishedDetector:
     preprocessing: CropConfig
     aggregation: str
     convert: Converter
-    ensemble: bool = False
+    files: tuple[str, ...] = ("*",)
 
 
 # --- reading the authors' layouts -----------------------------------------------------------------
@@ -105,65 +110,18 @@ def _take(state: StateDict, key: str, path: Path) -> torch.Tensor:
 # --- Self-Blended Images: efficientnet_pytorch's EfficientNet-B4 with 2 outputs -------------------
 
 SBI_ARCHITECTURE = "tf_efficientnet_b4"
-# efficientnet_pytorch's names -> timm's, for the first (depthwise-separable) block type and
-# for inverted residual blocks (those with an expansion convolution).
-_EFFNET_TOP = {
-    "_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
-    "_fc": "classifier",
-}  # fmt: skip
-_SQUEEZE_EXCITE = {"_se_reduce": "se.conv_reduce", "_se_expand": "se.conv_expand"}
-_EFFNET_SEPARABLE = _SQUEEZE_EXCITE | {
-    "_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2",
-}  # fmt: skip
-_EFFNET_INVERTED = _SQUEEZE_EXCITE | {
-    "_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-    "_project_conv": "conv_pwl", "_bn2": "bn3",
-}  # fmt: skip
 
 
-def _stage_depths(architecture: str) -> list[int]:
-    """Blocks per stage of a timm EfficientNet, read from a weightless (meta) instance."""
-    with torch.device("meta"):
-        return [len(stage) for stage in timm.create_model(architecture).blocks]
-
-
-def efficientnet_pytorch_to_timm(state: StateDict, architecture: str) -> StateDict:
-    """Rename an efficientnet_pytorch EfficientNet's weights to the timm model's names.
-
-    efficientnet_pytorch numbers its blocks 0..N-1 (`_blocks.7._bn1`); timm nests them by
-    stage (`blocks.2.1.bn2`), with the same blocks, layers, TF "same" padding and epsilon.
-    """
-    where = [(stage, index) for stage, depth in enumerate(_stage_depths(architecture))
-             for index in range(depth)]  # fmt: skip
-    renamed = {}
-    for key, value in state.items():
-        module, _, rest = key.partition(".")
-        if module != "_blocks":
-            renamed[f"{_EFFNET_TOP.get(module, module)}.{rest}"] = value
-            continue
-        number, _, rest = rest.partition(".")
-        layer, _, tensor = rest.partition(".")
-        names = (
-            _EFFNET_INVERTED
-            if f"_blocks.{number}._expand_conv.weight" in state
-            else _EFFNET_SEPARABLE
-        )
-        stage, index = where[int(number)] if int(number) < len(where) else (-1, -1)
-        renamed[f"blocks.{stage}.{index}.{names.get(layer, layer)}.{tensor}"] = value
-    return renamed
-
-
-def _convert_sbi(
-    checkpoints: Sequence[Any], paths: Sequence[Path]
-) -> tuple[ModelConfig, StateDict]:
+def _convert_sbi(paths: Sequence[Path]) -> tuple[ModelConfig, StateDict]:
     """SBI's `{"model": Detector.state_dict()}`, Detector holding the network as `net`.
 
     The two outputs fold into one logit z1 - z0, so that sigmoid gives softmax's P(fake).
     """
+    if len(paths) != 1:
+        raise ConversionError(f"sbi: give one checkpoint file, not {len(paths)}")
     path = paths[0]
-    state = {
-        k.removeprefix("net."): v for k, v in _state_dict(checkpoints[0], "model", path).items()
-    }
+    state = _state_dict(read_checkpoint(path), "model", path)
+    state = {key.removeprefix("net."): value for key, value in state.items()}
     state = efficientnet_pytorch_to_timm(state, SBI_ARCHITECTURE)
     weight, bias = _take(state, "classifier.weight", path), _take(state, "classifier.bias", path)
     if weight.shape[0] != 2:
@@ -207,11 +165,9 @@ def _dfdc_member(checkpoint: Any, path: Path) -> tuple[str, StateDict]:
     }
 
 
-def _convert_dfdc(
-    checkpoints: Sequence[Any], paths: Sequence[Path]
-) -> tuple[ModelConfig, StateDict]:
+def _convert_dfdc(paths: Sequence[Path]) -> tuple[ModelConfig, StateDict]:
     """One or several checkpoints of one encoder; several become a mean-probability ensemble."""
-    members = [_dfdc_member(c, p) for c, p in zip(checkpoints, paths, strict=True)]
+    members = [_dfdc_member(read_checkpoint(path), path) for path in paths]
     encoders = {encoder for encoder, _ in members}
     if len(encoders) > 1:
         raise ConversionError(
@@ -223,6 +179,61 @@ def _convert_dfdc(
         return config, members[0][1]
     return config, {f"members.{i}.{key}": value for i, (_, state) in enumerate(members)
                     for key, value in state.items()}  # fmt: skip
+
+
+# --- GenD (WACV 2026): Hugging Face CLIP vision encoder, linear head on its class token ---------
+
+
+def _gend_files(paths: Sequence[Path]) -> tuple[dict[str, Any], Path]:
+    """GenD's config.json (backbone and head) and its model.safetensors."""
+    configs = [p for p in paths if p.suffix == ".json"]
+    weights = [p for p in paths if p.suffix == ".safetensors"]
+    if len(configs) != 1 or len(weights) != 1:
+        names = ", ".join(p.name for p in paths)
+        raise ConversionError(f"GenD needs its config.json and model.safetensors (got {names})")
+    try:
+        settings = json.loads(configs[0].read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
+        raise ConversionError(f"{configs[0]}: not a readable JSON file ({error})") from None
+    if not isinstance(settings, dict):
+        raise ConversionError(f"{configs[0]}: expected a JSON object with backbone and head")
+    return settings, weights[0]
+
+
+def _convert_gend(paths: Sequence[Path]) -> tuple[ModelConfig, StateDict]:
+    """GenD's Hugging Face model: `feature_extractor.vision_model.*` (CLIP's vision encoder),
+    `model.linear` (2 outputs; LinearNorm applies it to the L2-normalised class token)."""
+    settings, path = _gend_files(paths)
+    backbone, head = settings.get("backbone"), settings.get("head")
+    architecture = CLIP_VISION_MODELS.get(backbone)
+    if architecture is None or head not in ("linear", "LinearNorm"):
+        known = ", ".join(CLIP_VISION_MODELS)
+        raise ConversionError(
+            f"{paths[0].parent}: GenD with backbone {backbone!r} and head {head!r} is not "
+            f"supported (backbones: {known}; heads: linear, LinearNorm)"
+        )
+    state = _state_dict(read_checkpoint(path), "state_dict", path)
+    weight, bias = (
+        _take(state, "model.linear.weight", path),
+        _take(state, "model.linear.bias", path),
+    )
+    prefix = "feature_extractor.vision_model."
+    vision = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    try:
+        encoder = hf_clip_vision_to_timm(vision)
+    except KeyError as missing:
+        raise ConversionError(f"{path}: no {missing} in the CLIP vision encoder") from None
+    logit = {"weight": weight[1:] - weight[:1], "bias": bias[1:] - bias[:1]}
+    if head == "LinearNorm":
+        name = next(name for name, arch in GEND_MODELS.items() if arch == architecture)
+        weights = {f"head.{key}": value for key, value in logit.items()}
+    else:
+        name, weights = (
+            architecture,
+            {f"backbone.head.{key}": value for key, value in logit.items()},
+        )
+    config = ModelConfig(name, 224, CLIP_MEAN, CLIP_STD, drop_rate=0.0)
+    return config, weights | {f"backbone.{key}": value for key, value in encoder.items()}
 
 
 PUBLISHED: dict[str, PublishedDetector] = {
@@ -305,7 +316,49 @@ PUBLISHED: dict[str, PublishedDetector] = {
         ),
         aggregation="dfdc_confident",
         convert=_convert_dfdc,
-        ensemble=True,
+    ),
+    "gend": PublishedDetector(
+        source=(
+            "GenD (Yermakov, Cech, Matas and Fritz, WACV 2026): CLIP ViT-L/14 with its "
+            "LayerNorms tuned and a linear head on the L2-normalised class token"
+        ),
+        url="https://github.com/yermandy/GenD (weights: huggingface.co/yermandy/GenD_CLIP_L_14)",
+        licence=(
+            "none stated in github.com/yermandy/GenD when this importer was written: ask the "
+            "authors before any use beyond research; trained on FF++, whose terms allow "
+            "research use only"
+        ),
+        citation=(
+            "Yermakov, A., Cech, J., Matas, J., Fritz, M. (2026), Deepfake Detection that "
+            "Generalizes Across Benchmarks, WACV; arXiv:2508.06248"
+        ),
+        reported=(
+            "state-of-the-art average cross-dataset AUROC over 14 benchmarks (2019-2025) when "
+            "trained on FF++: the per-dataset figures are in the paper's tables"
+        ),
+        authors_crop={
+            "detector": "RetinaFace (the repository's src/retinaface.py), the largest face",
+            "alignment": (
+                "5 landmarks (eyes, nose tip, mouth corners) mapped by a similarity transform "
+                "to fixed points, the eyes at 46% of the height"
+            ),
+            "margin": "scale 1.3 around the aligned face",
+            "shape": "square; CLIP's processor resizes it to 224 (bicubic) and crops the centre",
+            "frames": "32 per video",
+            "input": "CLIP's mean and std",
+        },
+        differences=(
+            "faces are found by this project's {detector} detector and cropped as a square "
+            "around its box with margin 0.3 (about the framing of the authors' scale 1.3), "
+            "without the authors' alignment on 5 landmarks",
+            "every face is scored, per person, and the video takes the most suspicious person; "
+            "the authors keep the largest face of each frame",
+            "crops are resized with area interpolation, not CLIP's bicubic",
+        ),
+        preprocessing=CropConfig(frames_per_video=32, crop_size=224, margin=0.3),
+        aggregation="mean",
+        convert=_convert_gend,
+        files=("config.json", "*.safetensors"),
     ),
 }
 
@@ -318,6 +371,18 @@ def stand_in_detector() -> str:
     return next(name for name in STAND_IN_DETECTORS if name in DETECTORS)
 
 
+def checkpoint_files(files: Sequence[Path], patterns: Sequence[str] = ("*",)) -> list[Path]:
+    """The files given, a folder standing for its (non-hidden) files matching the patterns."""
+    paths = []
+    for given in map(Path, files):
+        if not given.is_dir():
+            paths.append(given)
+            continue
+        found = {path for pattern in patterns for path in given.glob(pattern)}
+        paths += sorted(p for p in found if p.is_file() and not p.name.startswith("."))
+    return paths
+
+
 def import_detector(
     name: str, files: Sequence[Path], output_dir: Path, face_detector: str | None = None
 ) -> Path:
@@ -325,7 +390,8 @@ def import_detector(
 
     Args:
         name: a key of `PUBLISHED`.
-        files: the checkpoint files as the authors publish them (several for an ensemble).
+        files: the checkpoint files as the authors publish them (several for an ensemble); a
+            folder stands for all the files in it.
         output_dir: receives model.safetensors and model.json.
         face_detector: the stage-1 detector to use (default: `stand_in_detector()`).
 
@@ -339,17 +405,15 @@ def import_detector(
     if name not in PUBLISHED:
         raise ConversionError(f"unknown published detector {name!r}; known: {', '.join(PUBLISHED)}")
     detector = PUBLISHED[name]
-    if not files:
-        raise ConversionError(f"{name}: give the checkpoint file(s) to convert")
-    if len(files) > 1 and not detector.ensemble:
-        raise ConversionError(f"{name}: give one checkpoint file, not {len(files)}")
     face_detector = face_detector or stand_in_detector()
     if face_detector not in DETECTORS:
         raise ConversionError(
             f"unknown face detector {face_detector!r}; known: {', '.join(DETECTORS)}"
         )
-    paths = [Path(f) for f in files]
-    config, state = detector.convert([read_checkpoint(p) for p in paths], paths)
+    paths = checkpoint_files(files, detector.files)
+    if not paths:
+        raise ConversionError(f"{name}: give the checkpoint file(s) to convert")
+    config, state = detector.convert(paths)
     network = build_network(config)
     try:
         network.load_state_dict(state, strict=True)
