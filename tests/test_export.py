@@ -74,7 +74,7 @@ def test_other_architectures_export_and_match(name, tmp_path):
         for linear in (m for m in network.modules() if isinstance(m, torch.nn.Linear)):
             torch.nn.init.normal_(linear.weight, std=0.5)
         network.train()(torch.randn(8, 3, 64, 64) * 2 + 0.5)
-    save_artifact(tmp_path, network, ModelArtifact(model=config, preprocessing={}))
+    save_artifact(tmp_path, network, ModelArtifact(model=config))
     export_onnx(tmp_path)
     batch = np.random.default_rng(0).normal(size=(4, 3, 64, 64)).astype(np.float32)
     logits = onnx_runner(tmp_path)(batch)

@@ -179,10 +179,9 @@ def test_sbi_logits_equal_the_originals_at_380_px(sbi):
 
 def test_sbi_artifact_records_the_authors_pipeline_and_provenance(sbi):
     artifact, weights = read_artifact(sbi["artifact"])
-    preprocessing = artifact.preprocessing
-    assert (preprocessing["crop_shape"], preprocessing["margin"], preprocessing["crop_size"]) == (
-        "stretch", 0.125, 380)  # fmt: skip
-    assert preprocessing["frames_per_video"] == 32 and artifact.aggregation == "max_face_mean"
+    crop = artifact.preprocessing
+    assert (crop.crop_shape, crop.margin, crop.crop_size) == ("stretch", 0.125, 380)
+    assert crop.frames_per_video == 32 and artifact.aggregation == "max_face_mean"
     assert (artifact.threshold, artifact.temperature) == (0.5, 1.0)
     provenance = artifact.provenance
     checkpoint = sbi["checkpoint"]

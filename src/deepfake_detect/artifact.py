@@ -19,8 +19,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from deepfake_detect import __version__
+from deepfake_detect.crops import CropConfig
 from deepfake_detect.files import atomic_path
 from deepfake_detect.models import ModelConfig, build_network
+from deepfake_detect.schema import check_field_types
 
 FORMAT = "deepfake-detect-model"
 FORMAT_VERSION = 1
@@ -39,6 +41,9 @@ class SourceFile:
     name: str
     sha256: str
     size: int
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
 
 
 @dataclass
@@ -65,6 +70,9 @@ class Provenance:
     authors_crop: dict[str, str] = field(default_factory=dict)
     differences: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        check_field_types(self)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Provenance:
         """The inverse of `dataclasses.asdict`, also after a JSON round trip."""
@@ -76,7 +84,7 @@ class ModelArtifact:
     """What the JSON file of an artifact holds (`provenance` only for imported models)."""
 
     model: ModelConfig
-    preprocessing: dict[str, Any]
+    preprocessing: CropConfig = field(default_factory=CropConfig)
     threshold: float = 0.5
     temperature: float = 1.0
     aggregation: str = "mean"
@@ -86,7 +94,7 @@ class ModelArtifact:
     provenance: Provenance | None = None
 
     def to_json(self) -> str:
-        body = asdict(self) | {"model": self.model.to_dict()}
+        body = asdict(self) | {"model": self.model.to_dict()}  # preprocessing: a plain mapping
         header = {"format": FORMAT, "format_version": FORMAT_VERSION,
                   "created": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
         return json.dumps(header | body, indent=2, default=str) + "\n"
@@ -143,10 +151,11 @@ def read_artifact(path: Path) -> tuple[ModelArtifact, Path]:
     fields = {k: v for k, v in raw.items() if k in names}
     try:
         fields["model"] = ModelConfig.from_dict(fields["model"])
+        fields["preprocessing"] = CropConfig.from_dict(fields.get("preprocessing") or {})
         if fields.get("provenance") is not None:
             fields["provenance"] = Provenance.from_dict(fields["provenance"])
         artifact = ModelArtifact(**fields)
-    except (KeyError, TypeError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ArtifactError(f"{config_path}: incomplete artifact ({error})") from None
     return artifact, config_path.parent / WEIGHTS_FILE
 

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from deepfake_detect import __version__
 from deepfake_detect.dataset_layouts import ADAPTERS, DatasetError
@@ -37,7 +38,7 @@ CropShape = StrEnum("CropShape", {name: name for name in CROP_SHAPES})
 
 def fail_usage(message: str) -> typer.Exit:
     """Print one clear line and return the exit for bad usage (code 2)."""
-    console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -332,6 +333,7 @@ def predict(
     """Judge videos: a verdict per video and per person; exit 1 if some could not be scored."""
     from deepfake_detect.artifact import ArtifactError
     from deepfake_detect.backends import BackendError
+    from deepfake_detect.extras import MissingExtraError
     from deepfake_detect.inference import (
         PredictError,
         Predictor,
@@ -347,7 +349,7 @@ def predict(
             model, device=device, backend=backend, frames=frames, aggregation=aggregation,
             threshold=threshold, batch_size=batch_size, min_frames=min_frames,
         )  # fmt: skip
-    except (PredictError, ArtifactError, BackendError) as error:
+    except (PredictError, ArtifactError, BackendError, MissingExtraError) as error:
         raise fail_usage(str(error)) from None
     keep = report is not None
     predictions = [predictor.predict(video, keep_crops=keep) for video in _progress(videos)]
@@ -409,6 +411,7 @@ def evaluate(
     from deepfake_detect.backends import BackendError
     from deepfake_detect.dataset_layouts import DatasetError
     from deepfake_detect.evaluate import evaluate as run_evaluation
+    from deepfake_detect.extras import MissingExtraError
     from deepfake_detect.inference import PredictError, Predictor
     from deepfake_detect.training_data import DataError
 
@@ -422,7 +425,15 @@ def evaluate(
             data, predictor, output_dir, dataset_format=dataset_format.value, split=split,
             splits_dir=splits_dir, progress=not quiet, console=console,
         )  # fmt: skip
-    except (DataError, DatasetError, PredictError, ArtifactError, BackendError, OSError) as error:
+    except (
+        DataError,
+        DatasetError,
+        PredictError,
+        ArtifactError,
+        BackendError,
+        MissingExtraError,
+        OSError,
+    ) as error:
         raise fail_usage(str(error)) from None
     console.print(f"evaluation: {result.output_dir / 'evaluation.json'}", highlight=False)
 
@@ -439,12 +450,13 @@ def export(
     from deepfake_detect.artifact import ArtifactError
     from deepfake_detect.backends import BackendError
     from deepfake_detect.export import ExportError, export_onnx
+    from deepfake_detect.extras import MissingExtraError
 
     if not onnx:
         raise fail_usage("choose a format: --onnx")
     try:
         path = export_onnx(model, output)
-    except (ArtifactError, ExportError, BackendError) as error:
+    except (ArtifactError, ExportError, BackendError, MissingExtraError) as error:
         raise fail_usage(str(error)) from None
     console.print(f"ONNX model: {path} (predict with --backend onnx)", highlight=False)
 
@@ -505,10 +517,15 @@ def serve(
     """Check videos in the browser: a local web page and REST API over predict."""
     from deepfake_detect.artifact import ArtifactError
     from deepfake_detect.backends import BackendError
+    from deepfake_detect.extras import MissingExtraError, require_extra
     from deepfake_detect.inference import PredictError
-    from deepfake_detect.serve import ServeError
-    from deepfake_detect.serve import serve as run_server
 
+    try:
+        require_extra("serve", "deepfake-detect serve")
+        from deepfake_detect.serve import ServeError
+        from deepfake_detect.serve import serve as run_server
+    except MissingExtraError as error:
+        raise fail_usage(str(error)) from None
     try:
         run_server(
             model, host=host, port=port, workers=workers, max_upload_mb=max_upload_mb,

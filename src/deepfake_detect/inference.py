@@ -24,7 +24,7 @@ from scipy.special import expit
 
 from deepfake_detect.artifact import ModelArtifact, load_artifact, read_artifact
 from deepfake_detect.backends import BACKENDS, Runner, onnx_runner, resolve_device, torch_runner
-from deepfake_detect.crops import CropConfig, extract_faces
+from deepfake_detect.crops import extract_faces
 from deepfake_detect.metrics import AGGREGATIONS, FRAME_RULES
 from deepfake_detect.models import to_model_input
 from deepfake_detect.status import Status
@@ -140,7 +140,7 @@ class Predictor:
         self.device = resolve_device(device) if backend == "torch" else torch.device("cpu")
         self.artifact, self.run_model = self._load(backend)
         self.crop_config = replace(
-            CropConfig.from_dict(self.artifact.preprocessing),
+            self.artifact.preprocessing,
             frames_per_video=frames,
             frame_sampling_rate=None,
             max_frames=None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -424,7 +424,7 @@ def import_detector(
         ) from None
     artifact = ModelArtifact(
         model=config,
-        preprocessing=asdict(replace(detector.preprocessing, face_detector=face_detector)),
+        preprocessing=replace(detector.preprocessing, face_detector=face_detector),
         aggregation=detector.aggregation,
         versions=library_versions(),
         provenance=Provenance(
