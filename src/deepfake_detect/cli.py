@@ -491,7 +491,7 @@ def import_model(
              f"licence: {provenance.licence}", f"reported by its authors: {provenance.reported}",
              "what still differs from the authors' pipeline:",
              *(f"  - {difference}" for difference in provenance.differences)]  # fmt: skip
-    console.print("\n".join(lines), highlight=False, soft_wrap=True)
+    console.print(escape("\n".join(lines)), highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -604,14 +604,14 @@ def datasets_check(
             check.manifest = verify_manifest(dataset_dir, verify, tracker)
         if manifest:
             count = write_manifest(dataset_dir, manifest, tracker)
-            console.print(f"manifest of {count} files: {manifest}", highlight=False)
+            console.print(escape(f"manifest of {count} files: {manifest}"), highlight=False)
     except DatasetError as error:
         raise fail_usage(str(error)) from None
     Console().print(check_table(check))
     for line in check_findings(check):
-        console.print(line, highlight=False, soft_wrap=True)
+        console.print(escape(line), highlight=False, soft_wrap=True)
     if json_path:
         document = asdict(check) | {"complete": check.complete}
         json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    console.print(check_summary(check), highlight=False)
+    console.print(escape(check_summary(check)), highlight=False)
     raise typer.Exit(code=0 if check.complete else 1)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import track
 from rich.table import Table
 
@@ -347,7 +348,7 @@ def verify_manifest(root: Path, manifest: Path, tracker: Tracker | None = None) 
 
 def check_table(check: DatasetCheck) -> Table:
     """One row per part: official count, found, missing, unlisted, probed, unreadable, state."""
-    table = Table(title=f"{check.root} ({check.format} layout)")
+    table = Table(title=escape(f"{check.root} ({check.format} layout)"))
     table.add_column("part", no_wrap=True)
     for column in ("official", "found", "missing", "unlisted", "probed", "unreadable"):
         table.add_column(column, justify="right")
@@ -356,10 +357,10 @@ def check_table(check: DatasetCheck) -> Table:
         status = "[green]complete[/]" if part.gaps == 0 else f"[yellow]{part.gaps:,} gaps[/]"
         if part.found == 0 and not part.missing:
             status = "[red]absent[/]"
+        official = "-" if part.expected is None else f"{part.expected:,}"
         table.add_row(
-            part.name, "-" if part.expected is None else f"{part.expected:,}", f"{part.found:,}",
-            str(len(part.missing)), str(len(part.unlisted)), str(part.probed),
-            str(len(part.unreadable)), status,
+            escape(part.name), official, f"{part.found:,}", str(len(part.missing)),
+            str(len(part.unlisted)), str(part.probed), str(len(part.unreadable)), status,
         )  # fmt: skip
     return table
 
