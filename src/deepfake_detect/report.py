@@ -223,8 +223,8 @@ def _crop_settings(crop: CropConfig) -> str:
     if not crop.use_face_detection:
         return f"{frames}, whole frames (no face detection)"
     return (
-        f"{frames}, {crop.face_detector} detector at {crop.detect_size} px, margin "
-        f"{crop.margin}, faces per frame: {crop.faces_per_frame or 'all'}"
+        f"{frames}, {crop.face_detector} detector at {crop.detect_size} px, {crop.crop_shape} "
+        f"crop with margin {crop.margin:.3g}, faces per frame: {crop.faces_per_frame or 'all'}"
     )
 
 
