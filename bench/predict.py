@@ -19,7 +19,7 @@ import platform
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -102,7 +102,7 @@ def make_artifact(workdir: Path, name: str) -> Path:
     """An untrained artifact for `name` with the stage-1 default crop parameters."""
     network, config = create_model(name, image_size=INPUT_SIZES.get(name))
     crops = CropConfig(face_detector="dlib", frames_per_video=32, crop_size=256, margin=0.3)
-    artifact = ModelArtifact(model=config, preprocessing=asdict(crops))
+    artifact = ModelArtifact(model=config, preprocessing=crops)
     return save_artifact(workdir / "models" / name, network, artifact).parent
 
 

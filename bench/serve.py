@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -59,9 +59,7 @@ def tiny_artifact(directory: Path) -> Path:
     """An untrained meso4 at 64 px with dlib crops: the cheapest model the server accepts."""
     network, config = create_model("meso4", image_size=64)
     crops = CropConfig(crop_size=64, frames_per_video=8)
-    return save_artifact(
-        directory, network, ModelArtifact(model=config, preprocessing=asdict(crops))
-    )
+    return save_artifact(directory, network, ModelArtifact(model=config, preprocessing=crops))
 
 
 def free_port() -> int:

@@ -357,7 +357,7 @@ def test_csv_labels_paths_and_optional_columns(tmp_path: Path) -> None:
         f"{absolute},0,,,\n"
         "clips/gone.mp4,1,,,\n",
     )
-    used, items = discover(file)
+    used, items = discover(file, allow_outside_root=True)
     assert used == "csv"
     got = {i.path.name: (i.label, i.split, i.group, i.method, i.missing) for i in items}
     assert got == {
@@ -370,6 +370,33 @@ def test_csv_labels_paths_and_optional_columns(tmp_path: Path) -> None:
     assert a.path == tmp_path / "lists/clips/a.mp4"
     assert a.video_id == "lists__clips__a"
     assert by_name(items)["c.mp4"].video_id == "lists__..__elsewhere__c"
+
+
+def test_csv_paths_outside_its_folder_are_refused_row_by_row(tmp_path: Path) -> None:
+    touch(tmp_path, "lists/clips/a.mp4", "secret.mp4", "other/b.mp4")
+    file = write(
+        tmp_path / "lists/videos.csv",
+        "path,label\n"
+        "clips/a.mp4,0\n"
+        "clips/../clips/./a2.mp4,0\n"  # stays inside once normalised
+        "../secret.mp4,1\n"
+        f"{tmp_path / 'other/b.mp4'},1\n"
+        "clips/../../other/c.mp4,1\n",
+    )
+    items = by_name(discover(file)[1])
+    refused = {name for name, item in items.items() if item.outside_root}
+    assert refused == {"secret.mp4", "b.mp4", "c.mp4"}
+    assert items["a.mp4"].unavailable() is None
+    assert items["a2.mp4"].unavailable()[0] == "missing"
+    status, error = items["secret.mp4"].unavailable()
+    assert status == "outside_root" and error == (
+        f"{tmp_path / 'secret.mp4'}: outside the CSV's folder; refused (--allow-outside-root "
+        "reads it)"
+    )
+    assert not items["c.mp4"].missing, "a refused file is not even looked at"
+    allowed = by_name(discover(file, allow_outside_root=True)[1])
+    assert not any(item.outside_root for item in allowed.values())
+    assert allowed["c.mp4"].missing and not allowed["b.mp4"].missing
 
 
 def test_csv_folder_with_one_csv(tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from deepfake_detect.errors import DeepfakeDetectError
+
 if TYPE_CHECKING:
     import onnxruntime
 
@@ -26,7 +28,7 @@ OUTPUT_NAME = "logits"
 Runner = Callable[[np.ndarray], np.ndarray]
 
 
-class BackendError(ValueError):
+class BackendError(DeepfakeDetectError, ValueError):
     """A backend that cannot run here (no GPU, no ONNX file or package); one line saying why."""
 
 

@@ -18,6 +18,8 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from deepfake_detect.errors import DeepfakeDetectError
+from deepfake_detect.status import Status
 from deepfake_detect.video import VIDEO_EXTENSIONS, is_video_file
 
 SPLITS = ("train", "val", "test")
@@ -41,7 +43,7 @@ _FORMAT_CLUES = (
 )
 
 
-class DatasetError(ValueError):
+class DatasetError(DeepfakeDetectError, ValueError):
     """A dataset that cannot be read as asked; the message is one line naming the file and fault."""
 
 
@@ -57,6 +59,16 @@ class VideoItem:
     split: str | None
     method: str = ""
     missing: bool = False
+    outside_root: bool = False
+
+    def unavailable(self) -> tuple[Status, str] | None:
+        """Why this video is not read, when it is not: its status and a one-line error."""
+        if self.outside_root:
+            return Status.OUTSIDE_ROOT, (f"{self.path}: outside the CSV's folder; refused "
+                                         "(--allow-outside-root reads it)")  # fmt: skip
+        if self.missing:
+            return Status.MISSING, f"{self.path}: listed by the dataset but not on disk"
+        return None
 
 
 # --- ids and paths -------------------------------------------------------------------------------
@@ -392,15 +404,23 @@ def _csv_file(root: Path) -> Path:
     return found[0]
 
 
-def scan_csv(root: Path) -> list[VideoItem]:
-    """Rows `path,label[,split,group,method]` of a CSV; paths are relative to its folder."""
+def scan_csv(root: Path, allow_outside_root: bool = False) -> list[VideoItem]:
+    """Rows `path,label[,split,group,method]` of a CSV; paths are relative to its folder.
+
+    A path that leads outside that folder (`../`, an absolute path) is kept as a row marked
+    `outside_root` and never read, unless `allow_outside_root`: a CSV from someone else must
+    not make stage 1 read /etc/passwd. (Symbolic links inside the folder are followed: they
+    are the folder owner's choice.)
+    """
     file = _csv_file(root)
+    folder = _absolute(file.parent)
     items = []
     for index, row in enumerate(_read_table(file, ("path", "label")).to_dict("records")):
         where = f"{file}: line {index + 2}"
         if not row["path"]:
             raise DatasetError(f"{where}: empty path")
-        path = _absolute(file.parent / row["path"])
+        path = _absolute(folder / row["path"])
+        refused = not allow_outside_root and os.path.commonpath([folder, path]) != str(folder)
         item = VideoItem(
             path=path,
             video_id=make_video_id(file.parent, path),
@@ -409,7 +429,8 @@ def scan_csv(root: Path) -> list[VideoItem]:
             group=row.get("group") or path.stem,
             split=_parse_split(row.get("split", ""), where),
             method=row.get("method", ""),
-            missing=not path.is_file(),
+            missing=not refused and not path.is_file(),
+            outside_root=refused,
         )
         items.append(item)
     return items
@@ -468,12 +489,16 @@ def _with_unique_ids(items: list[VideoItem], id_root: Path) -> list[VideoItem]:
 
 
 def discover(
-    root: Path, dataset_format: str = "auto", splits_dir: Path | None = None
+    root: Path,
+    dataset_format: str = "auto",
+    splits_dir: Path | None = None,
+    allow_outside_root: bool = False,
 ) -> tuple[str, list[VideoItem]]:
     """Find a dataset's videos with the named adapter (or the detected one).
 
     Returns the format used and the items sorted by video_id. `splits_dir` (FF++ official
-    split files) is read for ffpp only, so one value can serve several dataset folders.
+    split files) is read for ffpp only, so one value can serve several dataset folders;
+    `allow_outside_root` lets a CSV list files outside its folder.
     """
     if dataset_format != "auto" and dataset_format not in ADAPTERS:
         known = ", ".join(["auto", *ADAPTERS])
@@ -484,6 +509,8 @@ def discover(
     used = detect_format(root) if dataset_format == "auto" else dataset_format
     if used == "ffpp" and splits_dir is not None:
         items = scan_ffpp(root, splits_dir=_absolute(splits_dir))
+    elif used == "csv":
+        items = scan_csv(root, allow_outside_root)
     else:
         items = ADAPTERS[used](root)
     if all(item.missing for item in items):

@@ -24,6 +24,7 @@ from deepfake_detect.backends import (
     onnx_session,
     require_module,
 )
+from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.files import atomic_path
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ MIN_OPSET = 18
 TOLERANCE = 1e-4
 
 
-class ExportError(ValueError):
+class ExportError(DeepfakeDetectError, ValueError):
     """A model that cannot be exported or run as ONNX; one line saying why."""
 
 

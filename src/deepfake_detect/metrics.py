@@ -38,6 +38,8 @@ METRIC_NAMES = (
 LOG_LOSS_EPS = 1e-7
 VOTE_THRESHOLD = 0.5
 TEMPERATURE_BOUNDS = (0.05, 20.0)
+# A saturated sigmoid gives exactly 0 or 1; a threshold stays this far inside (0, 1).
+THRESHOLD_MARGIN = 1e-6
 
 
 def binary_metrics(
@@ -136,7 +138,7 @@ def choose_threshold(labels: ArrayLike, probabilities: ArrayLike) -> float:
     """The threshold that maximises balanced accuracy (Youden's J = TPR - FPR) on the ROC.
 
     Returns one of the observed probabilities (fake means at or above it), or 0.5 when a
-    class is missing.
+    class is missing; kept strictly between 0 and 1, as a model artifact requires.
     """
     y, p = _checked_probabilities(labels, probabilities)
     if not _has_both_classes(y):
@@ -144,7 +146,7 @@ def choose_threshold(labels: ArrayLike, probabilities: ArrayLike) -> float:
     fpr, tpr, thresholds = roc_curve(y, p)
     # Point 0 of sklearn's ROC is (0, 0) at an infinite threshold; keep real scores only.
     best = 1 + int(np.argmax(tpr[1:] - fpr[1:]))
-    return float(thresholds[best])
+    return float(np.clip(thresholds[best], THRESHOLD_MARGIN, 1 - THRESHOLD_MARGIN))
 
 
 def fit_temperature(labels: ArrayLike, logits: ArrayLike) -> float:

@@ -29,6 +29,8 @@ from scipy.special import expit
 from torch.utils.data import DataLoader
 
 from deepfake_detect.artifact import ModelArtifact, library_versions, save_artifact
+from deepfake_detect.crops import CropConfig
+from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.metrics import (
     aggregate_videos,
     binary_metrics,
@@ -54,7 +56,7 @@ MONITORS = {"val_video_auc": "max", "val_frame_auc": "max", "val_ap": "max", "va
             "val_log_loss": "min"}  # fmt: skip
 
 
-class TrainError(ValueError):
+class TrainError(DeepfakeDetectError, ValueError):
     """A training run that cannot start; one clear message."""
 
 
@@ -495,7 +497,7 @@ def write_model_artifact(
         "video": binary_metrics(per_video.label, per_video.probability, threshold),
     }
     settings_path = train_root / "preprocess.json"
-    preprocessing = (
+    preprocessing = CropConfig.from_dict(
         json.loads(settings_path.read_text())["parameters"] if settings_path.is_file() else {}
     )
     artifact = ModelArtifact(
