@@ -282,6 +282,14 @@ def test_celebdf_bad_test_list_line_is_named(tmp_path: Path) -> None:
         discover(tmp_path)
 
 
+def test_celebdf_test_list_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    # found by fuzz/run.py dataset_csv: a UnicodeDecodeError traceback
+    make_celebdf(tmp_path)
+    (tmp_path / "List_of_testing_videos.txt").write_bytes(b"1 Celeb-real/id\xff_0000.mp4\n")
+    with pytest.raises(DatasetError, match=r"List_of_testing_videos\.txt: not UTF-8 text"):
+        discover(tmp_path)
+
+
 # --- DFDC ----------------------------------------------------------------------------------------
 
 
@@ -397,6 +405,13 @@ def test_csv_paths_outside_its_folder_are_refused_row_by_row(tmp_path: Path) -> 
     allowed = by_name(discover(file, allow_outside_root=True)[1])
     assert not any(item.outside_root for item in allowed.values())
     assert allowed["c.mp4"].missing and not allowed["b.mp4"].missing
+
+
+def test_csv_row_naming_the_csv_folder_itself_is_one_clear_error(tmp_path: Path) -> None:
+    # found by fuzz/run.py dataset_csv: an IndexError while making the row's video id
+    file = write(tmp_path / "v.csv", "path,label\na.mp4,1\n.,0\n")
+    with pytest.raises(DatasetError, match=r"v\.csv: line 3: path '\.' is the CSV's own folder"):
+        discover(file)
 
 
 def test_csv_folder_with_one_csv(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import pytest
 import torch
 import uvicorn
 from fastapi.testclient import TestClient
-from media import audio_only, face_clip, noise_clip, truncated_copy
+from media import audio_only, face_clip, noise_clip, truncated_copy, unknown_codec_clip
 
 from deepfake_detect.inference import Predictor
 from deepfake_detect.models import gradcam_layer
@@ -56,6 +56,7 @@ def clips(tmp_path_factory) -> dict[str, Path]:
         "face": face,
         "other_face": face_clip(root / "other.mp4", seed=5, size=160),
         "photo": root / "photo.mp4",
+        "unknown_codec": unknown_codec_clip(root / "zzzz.mp4"),
         "noise": noise_clip(root / "noise.mp4"),
         "text": root / "notes.txt",
         "empty": root / "empty.mp4",
@@ -148,6 +149,7 @@ def test_health_names_the_model_and_version(predictor, tmp_path):
         ("truncated_mp4", 415, "cut.mp4: not a readable video"),
         ("truncated_mkv", 415, "cut.mkv: no frame could be decoded"),
         ("photo", 415, "photo.mp4: only 1 decodable frame(s), a video needs 2"),
+        ("unknown_codec", 415, "zzzz.mp4: video stream in an unknown codec"),
     ],
 )
 def test_files_that_do_not_decode_are_refused(predictor, clips, tmp_path, clip, status, message):

@@ -141,10 +141,17 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
+def _read_text(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"{file}: not UTF-8 text ({_one_line(error)})") from None
+
+
 def _load_json(file: Path) -> object:
     try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return json.loads(_read_text(file))
+    except json.JSONDecodeError as error:
         raise DatasetError(f"{file}: not valid JSON ({_one_line(error)})") from error
 
 
@@ -307,7 +314,7 @@ def scan_ffpp(root: Path, splits_dir: Path | None = None) -> list[VideoItem]:
 def _read_celebdf_test_list(file: Path) -> dict[str, int]:
     """Relative path -> project label; the list writes 1 for REAL, so it is inverted here."""
     listed = {}
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(_read_text(file).splitlines(), start=1):
         if not line.strip():
             continue
         flag, _, relative = line.strip().partition(" ")
@@ -420,6 +427,8 @@ def scan_csv(root: Path, allow_outside_root: bool = False) -> list[VideoItem]:
         if not row["path"]:
             raise DatasetError(f"{where}: empty path")
         path = _absolute(folder / row["path"])
+        if path == folder:
+            raise DatasetError(f"{where}: path {row['path']!r} is the CSV's own folder")
         refused = not allow_outside_root and os.path.commonpath([folder, path]) != str(folder)
         item = VideoItem(
             path=path,

@@ -114,6 +114,9 @@ def _open(path: Path, threads: int = 0) -> av.container.InputContainer:
         container.close()
         raise VideoError(Status.NO_VIDEO_STREAM, f"{path}: has no video stream")
     stream = container.streams.video[0]
+    if stream.codec_context is None:  # a codec FFmpeg has no decoder for, or a garbled tag
+        container.close()
+        raise VideoError(Status.DECODE_ERROR, f"{path}: video stream in an unknown codec")
     stream.thread_type = "AUTO"
     stream.thread_count = threads
     return container
