@@ -22,6 +22,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 from media import audio_only, face_clip, noise_clip, truncated_copy, unknown_codec_clip
 
+from deepfake_detect.http_guards import host_names, server_config
 from deepfake_detect.inference import Predictor
 from deepfake_detect.models import gradcam_layer
 from deepfake_detect.serve import (
@@ -30,9 +31,7 @@ from deepfake_detect.serve import (
     check_listen_address,
     create_app,
     display_name,
-    host_names,
     serve,
-    server_config,
 )
 
 TOKEN = "s3cret-token"
