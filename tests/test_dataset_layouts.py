@@ -282,6 +282,18 @@ def test_celebdf_bad_test_list_line_is_named(tmp_path: Path) -> None:
         discover(tmp_path)
 
 
+@pytest.mark.parametrize("listed", [".", "../../outside.mp4", "Celeb-real/../.."])
+def test_celebdf_test_list_naming_a_file_outside_the_dataset_is_refused(
+    tmp_path: Path, listed: str
+) -> None:
+    make_celebdf(tmp_path)
+    write(tmp_path / "List_of_testing_videos.txt", f"1 Celeb-real/id0_0000.mp4\n1 {listed}\n")
+    with pytest.raises(
+        DatasetError, match=r"List_of_testing_videos\.txt: line 2: .* is not a file"
+    ):
+        discover(tmp_path)
+
+
 def test_celebdf_test_list_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     # found by fuzz/run.py dataset_csv: a UnicodeDecodeError traceback
     make_celebdf(tmp_path)
@@ -342,6 +354,14 @@ def test_dfdc_bad_json_is_named(tmp_path: Path) -> None:
 def test_dfdc_bad_label_is_named(tmp_path: Path) -> None:
     make_dfdc_part(tmp_path, {"a.mp4": {"label": "MAYBE"}}, ["a.mp4"])
     with pytest.raises(DatasetError, match=r"metadata\.json: a\.mp4: label is not REAL or FAKE"):
+        discover(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["", ".", "../../outside.mp4", "/etc/passwd"])
+def test_dfdc_entry_naming_a_file_outside_its_part_is_refused(tmp_path: Path, name: str) -> None:
+    # found by fuzz/run.py dataset_json: an IndexError for the name "" (the part itself)
+    make_dfdc_part(tmp_path, {"a.mp4": {"label": "FAKE"}, name: {"label": "REAL"}}, ["a.mp4"])
+    with pytest.raises(DatasetError, match=r"metadata\.json: .* is not a file inside"):
         discover(tmp_path)
 
 

@@ -87,6 +87,18 @@ def _relative_parts(root: Path, path: Path) -> tuple[str, ...]:
         return _absolute(path).parts[1:]
 
 
+def _is_inside(folder: Path, path: Path) -> bool:
+    """Whether absolute `path` names a file under absolute `folder` (by name: `..` is
+    resolved, symbolic links are not)."""
+    return path != folder and os.path.commonpath([folder, path]) == str(folder)
+
+
+def _listed_inside(root: Path, relative: str, where: str) -> None:
+    """Refuse a file that a dataset's own list (not a user's CSV) names outside its folder."""
+    if not _is_inside(_absolute(root), _absolute(root / relative)):
+        raise DatasetError(f"{where}: {relative!r} is not a file inside {_absolute(root)}")
+
+
 def _digest(text: str) -> str:
     data = text.encode("utf-8", "surrogateescape")
     return hashlib.sha1(data, usedforsecurity=False).hexdigest()[:8]
@@ -322,6 +334,7 @@ def _read_celebdf_test_list(file: Path) -> dict[str, int]:
             raise DatasetError(
                 f"{file}: line {number}: expected '<1|0> <folder>/<video>', got {line!r}"
             )
+        _listed_inside(file.parent, relative.strip(), f"{file}: line {number}")
         listed[relative.strip()] = 1 - int(flag)
     return listed
 
@@ -367,6 +380,7 @@ def scan_celebdf(root: Path) -> list[VideoItem]:
 def _dfdc_item(root: Path, part: Path, name: str, entry: object) -> VideoItem:
     if not isinstance(entry, dict) or str(entry.get("label")).upper() not in ("REAL", "FAKE"):
         raise DatasetError(f"{part / DFDC_METADATA}: {name}: label is not REAL or FAKE")
+    _listed_inside(part, name, f"{part / DFDC_METADATA}")
     label = int(str(entry["label"]).upper() == "FAKE")
     path = part / name
     original = entry.get("original") if label else None
@@ -429,7 +443,7 @@ def scan_csv(root: Path, allow_outside_root: bool = False) -> list[VideoItem]:
         path = _absolute(folder / row["path"])
         if path == folder:
             raise DatasetError(f"{where}: path {row['path']!r} is the CSV's own folder")
-        refused = not allow_outside_root and os.path.commonpath([folder, path]) != str(folder)
+        refused = not allow_outside_root and not _is_inside(folder, path)
         item = VideoItem(
             path=path,
             video_id=make_video_id(file.parent, path),
