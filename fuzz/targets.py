@@ -115,7 +115,7 @@ def dataset_json_target(work: Path) -> Target:
     dfdc = _dataset_file(work / "dfdc", "metadata.json", ["a.mp4", "b.mp4"])
     ffpp_video = "original_sequences/youtube/c23/videos/000.mp4"
     ffpp = _dataset_file(work / "ffpp", "splits/train.json", [ffpp_video])
-    ffpp.parent.mkdir()
+    ffpp.parent.mkdir(exist_ok=True)
     for split in ("val", "test"):
         (ffpp.parent / f"{split}.json").write_text("[]")
     readers = [(dfdc, lambda: scan_dfdc(dfdc.parent)),
