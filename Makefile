@@ -1,6 +1,9 @@
 # Every target that runs code first makes sure .venv exists and matches pyproject.toml and
 # constraints.txt.
-PYTHON ?= python3.11
+# The first of python3.11 / python3 that is Python 3.11 or newer (override: make PYTHON=...).
+PYTHON ?= $(shell for p in python3.11 python3; do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; \
+	done)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -16,6 +19,8 @@ venv: $(STAMP)
 
 # Every version comes from constraints.txt, so a fresh machine installs what CI tested.
 $(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || test -n "$(PYTHON)" || \
+		{ echo "error: deepfake-detect needs Python 3.11 or newer (python3.11 or python3)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'

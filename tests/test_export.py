@@ -8,7 +8,6 @@ from media import crops_folder
 from deepfake_detect import export
 from deepfake_detect.artifact import ModelArtifact, load_artifact, save_artifact
 from deepfake_detect.backends import BackendError, onnx_runner
-from deepfake_detect.crops import CropConfig
 from deepfake_detect.export import ExportError, export_onnx
 from deepfake_detect.inference import Predictor
 from deepfake_detect.models import create_model
@@ -75,7 +74,7 @@ def test_other_architectures_export_and_match(name, tmp_path):
         for linear in (m for m in network.modules() if isinstance(m, torch.nn.Linear)):
             torch.nn.init.normal_(linear.weight, std=0.5)
         network.train()(torch.randn(8, 3, 64, 64) * 2 + 0.5)
-    save_artifact(tmp_path, network, ModelArtifact(model=config, preprocessing=CropConfig()))
+    save_artifact(tmp_path, network, ModelArtifact(model=config))
     export_onnx(tmp_path)
     batch = np.random.default_rng(0).normal(size=(4, 3, 64, 64)).astype(np.float32)
     logits = onnx_runner(tmp_path)(batch)

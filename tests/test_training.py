@@ -230,3 +230,27 @@ def test_monitor_chooses_the_best_epoch_by_the_named_metric(dataset, tmp_path):
                                       monitor="val_loss", patience=4, **SMALL))  # fmt: skip
     best = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=True)
     assert best["epoch"] == int(result.history.val_loss.to_numpy().argmin())
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ("{not json", "not a readable settings file"),
+        ('{"crop_size": 64}', "no `parameters` mapping"),
+        ('{"parameters": {"crop_size": "64"}}', "crop_size must be int, got '64'"),
+        ('{"parameters": {"margin": 5}}', "margin must be between 0 and 2"),
+    ],
+)
+def test_a_bad_preprocess_json_stops_training_before_it_starts(tmp_path, settings, expected):
+    data = crops_folder(tmp_path / "crops", {"train": [0, 1], "val": [0, 1]})
+    (data / "preprocess.json").write_text(settings)
+    with pytest.raises(DataError, match=expected) as error:
+        run_training(TrainConfig(train=data, output_dir=tmp_path / "run", **SMALL))
+    assert str(data / "preprocess.json") in str(error.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any training
+
+
+def test_the_artifact_records_the_stage1_settings_as_typed_crop_parameters(tiny_model):
+    _, artifact = load_artifact(tiny_model)
+    assert artifact.preprocessing.crop_size == 64 and artifact.preprocessing.margin == 0.3
+    assert artifact.preprocessing.face_detector == "dlib"

@@ -65,7 +65,7 @@ class ModelArtifact:
     """
 
     model: ModelConfig
-    preprocessing: CropConfig
+    preprocessing: CropConfig = field(default_factory=CropConfig)
     threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
     temperature: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
     aggregation: Annotated[str, AfterValidator(_known_aggregation)] = "mean"
@@ -74,7 +74,7 @@ class ModelArtifact:
     versions: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        body = asdict(self) | {"model": self.model.to_dict()}
+        body = asdict(self) | {"model": self.model.to_dict()}  # preprocessing: a plain mapping
         header = {"format": FORMAT, "format_version": FORMAT_VERSION,
                   "created": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
         return json.dumps(header | body, indent=2, default=str) + "\n"

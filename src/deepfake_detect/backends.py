@@ -6,16 +6,15 @@ prediction does not care which backend scores its crops.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from deepfake_detect.errors import DeepfakeDetectError
+from deepfake_detect.extras import import_extra
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -54,19 +53,9 @@ def torch_runner(network: torch.nn.Module, device: torch.device) -> Runner:
     return run
 
 
-def require_module(name: str) -> ModuleType:
-    """Import an optional package, or fail with one line saying how to get it."""
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        raise BackendError(
-            f"ONNX support needs the {name} package: reinstall deepfake-detect (pip install -e .)"
-        ) from None
-
-
 def onnx_session(model: bytes | str) -> onnxruntime.InferenceSession:
     """An onnxruntime session on CPU over a serialised model or a file."""
-    ort = require_module("onnxruntime")
+    ort = import_extra("onnxruntime", "onnx", "ONNX inference")
     return ort.InferenceSession(model, providers=["CPUExecutionProvider"])
 
 

@@ -10,6 +10,7 @@ from typing import Annotated
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from deepfake_detect import __version__
@@ -50,7 +51,7 @@ Detector = StrEnum("Detector", {name: name for name in DETECTORS})
 
 def fail(message: str, code: int) -> typer.Exit:
     """Print one clear line and return the exit with `code`."""
-    console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code=code)
 
 
@@ -471,6 +472,9 @@ def serve(
     ] = 32,
 ) -> None:
     """Check videos in the browser: a local web page and REST API over predict."""
+    from deepfake_detect.extras import require_extra
+
+    require_extra("serve", "deepfake-detect serve")
     from deepfake_detect.serve import serve as run_server
 
     run_server(

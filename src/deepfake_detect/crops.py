@@ -6,6 +6,7 @@ exactly as the faces it was trained on.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, fields
 from functools import cache
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.faces import (
     DETECTORS,
     Box,
@@ -24,8 +26,15 @@ from deepfake_detect.faces import (
     letterbox,
     track_faces,
 )
+from deepfake_detect.schema import check_field_types
 from deepfake_detect.status import Status
 from deepfake_detect.video import Frame, VideoError, VideoInfo, read_frames
+
+STAGE1_SETTINGS = "preprocess.json"
+
+
+class CropSettingsError(DeepfakeDetectError, ValueError):
+    """A stage-1 settings file that cannot be read into a CropConfig; one line naming it."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,7 @@ class CropConfig:
     scan_every: int = 8
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.face_detector not in DETECTORS:
             known = ", ".join(DETECTORS)
             raise ValueError(f"unknown face detector {self.face_detector!r}; known: {known}")
@@ -67,6 +77,29 @@ class CropConfig:
         """From preprocess.json's parameters (keys this version does not know are ignored)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in parameters.items() if k in names})
+
+    @classmethod
+    def read(cls, folder: Path) -> CropConfig:
+        """The crop parameters a stage-1 folder was made with (its preprocess.json), checked.
+
+        A folder without the file (crops made by other tools) gets the defaults.
+
+        Raises:
+            CropSettingsError: the file is not JSON, has no `parameters` mapping, or a value
+                has the wrong type or range.
+        """
+        path = folder / STAGE1_SETTINGS
+        if not path.is_file():
+            return cls()
+        try:
+            parameters = json.loads(path.read_text(encoding="utf-8"))["parameters"]
+            return cls.from_dict(parameters)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise CropSettingsError(f"{path}: not a readable settings file ({error})") from None
+        except (KeyError, AttributeError):
+            raise CropSettingsError(f"{path}: no `parameters` mapping of crop settings") from None
+        except (TypeError, ValueError) as error:
+            raise CropSettingsError(f"{path}: {error}") from None
 
     @property
     def sampling(self) -> dict[str, int | None]:

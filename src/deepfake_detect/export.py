@@ -22,9 +22,9 @@ from deepfake_detect.backends import (
     ONNX_FILE,
     OUTPUT_NAME,
     onnx_session,
-    require_module,
 )
 from deepfake_detect.errors import DeepfakeDetectError
+from deepfake_detect.extras import import_extra, require_extra
 from deepfake_detect.files import atomic_path
 
 if TYPE_CHECKING:
@@ -54,13 +54,12 @@ def export_onnx(model: Path, output: Path | None = None, opset: int = MIN_OPSET)
     """
     if opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is too old; torch's ONNX exporter needs {MIN_OPSET}+")
-    for package in ("onnx", "onnxscript", "onnxruntime"):
-        require_module(package)
+    require_extra("onnx", "ONNX export")
     _, weights = read_artifact(model)
     network, artifact = load_artifact(model)
     size = artifact.model.input_size
     proto = _to_onnx(network, size, opset)
-    require_module("onnx").checker.check_model(proto, full_check=True)
+    import_extra("onnx", "onnx", "ONNX export").checker.check_model(proto, full_check=True)
     data = proto.SerializeToString()
     _check_parity(network, onnx_session(data), size, artifact.model.name)
     target = output if output is not None else weights.parent / ONNX_FILE

@@ -33,7 +33,7 @@ from rich.progress import (
 from rich.table import Table
 
 from deepfake_detect import __version__
-from deepfake_detect.crops import CropConfig, extract_faces
+from deepfake_detect.crops import STAGE1_SETTINGS, CropConfig, extract_faces
 from deepfake_detect.dataset_layouts import VideoItem, assign_splits, discover
 from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.files import atomic_path
@@ -239,7 +239,7 @@ class VideoDataProcessor:
                 detect_size=detect_size,
                 scan_every=scan_every,
             )
-        except ValueError as error:
+        except (TypeError, ValueError) as error:
             raise PreprocessError(str(error)) from None
         if not dataset_dirs:
             raise PreprocessError("give at least one dataset folder")
@@ -317,7 +317,7 @@ class VideoDataProcessor:
             ) from None
         if not os.access(self.output_dir, os.W_OK):
             raise PreprocessError(f"{self.output_dir}: output folder is not writable")
-        settings_path = self.output_dir / "preprocess.json"
+        settings_path = self.output_dir / STAGE1_SETTINGS
         wanted = asdict(self.config)
         if settings_path.exists() and self.resume:
             previous = json.loads(settings_path.read_text(encoding="utf-8")).get("parameters", {})

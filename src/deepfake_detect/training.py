@@ -7,7 +7,6 @@ AUC, then calibrates on validation and writes the artifact (artifact.py).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -29,7 +28,7 @@ from scipy.special import expit
 from torch.utils.data import DataLoader
 
 from deepfake_detect.artifact import ModelArtifact, library_versions, save_artifact
-from deepfake_detect.crops import CropConfig
+from deepfake_detect.crops import CropConfig, CropSettingsError
 from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.metrics import (
     aggregate_videos,
@@ -433,6 +432,10 @@ def run_training(config: TrainConfig, console: Console | None = None) -> TrainRe
     if not config.progress:
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     train_table, val_table, train_root = load_tables(config)
+    try:
+        crop_config = CropConfig.read(train_root)
+    except CropSettingsError as error:
+        raise DataError(str(error)) from None
     summary, problems = verify(
         train_table, val_table, allow_leakage=config.allow_leakage,
         real_only_ok=config.self_blend > 0,
@@ -464,7 +467,7 @@ def run_training(config: TrainConfig, console: Console | None = None) -> TrainRe
     )
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
-    return write_model_artifact(module, model_config, data, config, train_root)
+    return write_model_artifact(module, model_config, data, config, crop_config)
 
 
 def predict_logits(module: DeepfakeClassifier, loader: DataLoader) -> tuple[np.ndarray, ...]:
@@ -483,9 +486,10 @@ def write_model_artifact(
     model_config: ModelConfig,
     data: CropDataModule,
     config: TrainConfig,
-    train_root: Path,
+    crop_config: CropConfig,
 ) -> TrainResult:
-    """Fit temperature and threshold on validation and write the model artifact."""
+    """Fit temperature and threshold on validation and write the model artifact (with the
+    stage-1 settings the crops were made with, so predict crops faces the same way)."""
     logits, labels, videos = predict_logits(module, data.val_dataloader())
     temperature = fit_temperature(labels, logits)
     probabilities = expit(logits / temperature)
@@ -496,12 +500,8 @@ def write_model_artifact(
         "frame": binary_metrics(labels, probabilities, threshold),
         "video": binary_metrics(per_video.label, per_video.probability, threshold),
     }
-    settings_path = train_root / "preprocess.json"
-    preprocessing = CropConfig.from_dict(
-        json.loads(settings_path.read_text())["parameters"] if settings_path.is_file() else {}
-    )
     artifact = ModelArtifact(
-        model=model_config, preprocessing=preprocessing, threshold=threshold,
+        model=model_config, preprocessing=crop_config, threshold=threshold,
         temperature=temperature, metrics={"val": metrics},
         training={k: v for k, v in yaml.safe_load(config.to_yaml()).items() if k != "progress"},
         versions=library_versions(),
