@@ -79,11 +79,13 @@ def test_every_project_error_shares_the_one_base_class():
     from deepfake_detect import (
         artifact,
         backends,
+        crops,
         dataset_layouts,
         export,
+        extras,
         inference,
         models,
-        preprocess,  # fmt: skip
+        preprocess,
         report,
         serve,
         synth,
@@ -92,9 +94,9 @@ def test_every_project_error_shares_the_one_base_class():
         video,
     )
 
-    errors = [artifact.ArtifactError, backends.BackendError, dataset_layouts.DatasetError,
-              export.ExportError, inference.PredictError, models.ModelError,
-              preprocess.PreprocessError, report.ReportError, serve.ServeError,
-              synth.SynthError, training.TrainError, training_data.DataError,
-              video.VideoError]  # fmt: skip
+    errors = [artifact.ArtifactError, backends.BackendError, crops.CropSettingsError,
+              dataset_layouts.DatasetError, export.ExportError, extras.MissingExtraError,
+              inference.PredictError, models.ModelError, preprocess.PreprocessError,
+              report.ReportError, serve.ServeError, synth.SynthError, training.TrainError,
+              training_data.DataError, video.VideoError]  # fmt: skip
     assert all(issubclass(error, DeepfakeDetectError) for error in errors)
