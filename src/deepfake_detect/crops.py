@@ -7,9 +7,9 @@ exactly as the faces it was trained on.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass, fields
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -128,10 +128,17 @@ class FaceCrops:
         return len({r["frame_index"] for r in self.records})
 
 
-@cache
+_PER_THREAD = threading.local()
+
+
 def _detector(name: str) -> FaceDetector:
-    """One detector per process, built on first use."""
-    return create_detector(name)
+    """One detector per thread, built on first use: dlib's keeps scratch buffers between
+    calls, so two threads sharing one (serve --workers 2) get each other's detections or
+    crash."""
+    detectors = _PER_THREAD.__dict__.setdefault("detectors", {})
+    if name not in detectors:
+        detectors[name] = create_detector(name)
+    return detectors[name]
 
 
 def _select_faces(frames: list[Frame], config: CropConfig) -> list[list[Box]]:
