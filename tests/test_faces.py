@@ -163,3 +163,18 @@ def test_a_video_without_faces_is_scanned_on_every_frame_at_the_larger_size_too(
     detector = CountingDetector()
     assert detect_in_frames(detector, images, scan_every=8) == [[], [], []]
     assert detector.pixels == 3 * (640 * 360 + 1280 * 720)
+
+
+def test_each_thread_gets_its_own_face_detector():
+    # dlib's detector keeps scratch buffers between calls: shared by serve's two workers, it
+    # gave one clip's faces to the other or crashed the process.
+    import threading
+
+    from deepfake_detect.crops import _detector
+
+    other_thread: list[object] = []
+    thread = threading.Thread(target=lambda: other_thread.append(_detector("dlib")))
+    thread.start()
+    thread.join()
+    assert _detector("dlib") is _detector("dlib"), "built once per thread"
+    assert other_thread[0] is not _detector("dlib")

@@ -19,6 +19,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from deepfake_detect.errors import DeepfakeDetectError
+
 _SCALAR = np._core.multiarray.scalar
 # numpy 1.x pickled its scalars under numpy.core, numpy 2 under numpy._core.
 SAFE_NUMPY_GLOBALS = [
@@ -31,7 +33,7 @@ SAFE_NUMPY_GLOBALS = [
 _UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DeepfakeDetectError):
     """A checkpoint that cannot be read safely; one line naming the file and the reason."""
 
 

@@ -7,23 +7,43 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from deepfake_detect import __version__
-from deepfake_detect.dataset_layouts import ADAPTERS, DatasetError
+from deepfake_detect.dataset_layouts import ADAPTERS
+from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.faces import CROP_SHAPES, DETECTORS
-from deepfake_detect.preprocess import PreprocessError, VideoDataProcessor
+from deepfake_detect.preprocess import VideoDataProcessor
 from deepfake_detect.status import Status
 
+console = Console(stderr=True)
+
+
+class OneLineErrors(TyperGroup):
+    """Runs a command and turns the failures it expects into one line, never a traceback: the
+    project's own errors (exit 2, bad input or options) and the operating system's (exit 1, a
+    file that could not be read or written)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except DeepfakeDetectError as error:
+            raise fail_usage(str(error)) from None
+        except OSError as error:
+            raise fail(os_problem(error), code=1) from None
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     help="Tell whether a video of a face is real or a deepfake.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
 
 datasets_app = typer.Typer(
     help="The supported datasets, and whether a download of one is complete.",
@@ -36,10 +56,21 @@ Detector = StrEnum("Detector", {name: name for name in DETECTORS})
 CropShape = StrEnum("CropShape", {name: name for name in CROP_SHAPES})
 
 
+def fail(message: str, code: int) -> typer.Exit:
+    """Print one clear line and return the exit with `code`."""
+    console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=code)
+
+
 def fail_usage(message: str) -> typer.Exit:
     """Print one clear line and return the exit for bad usage (code 2)."""
-    console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=2)
+    return fail(message, code=2)
+
+
+def os_problem(error: OSError) -> str:
+    """`file: reason` for an operating-system error, in one line."""
+    reason = error.strerror or " ".join(str(error).split())
+    return f"{error.filename}: {reason}" if error.filename else reason
 
 
 def version_callback(show: bool) -> None:
@@ -120,38 +151,39 @@ def preprocess(
     splits: Annotated[
         Path | None, typer.Option(help="Folder with FF++'s train/val/test.json split files.")
     ] = None,
+    allow_outside_root: Annotated[
+        bool, typer.Option(help="Read files a CSV lists outside its folder (else refused).")
+    ] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar or summary.")] = False,
 ) -> None:
     """Sample frames, detect and crop faces, save .npy crops plus metadata.csv and crops.csv."""
-    try:
-        processor = VideoDataProcessor(
-            dataset_dirs,
-            output_dir,
-            dataset_format=dataset_format.value,
-            resume=resume,
-            use_face_detection=use_face_detection,
-            face_detector=face_detector.value,
-            frame_sampling_rate=frame_sampling_rate,
-            frames_per_video=frames_per_video,
-            max_frames=max_frames,
-            crop_size=crop_size,
-            margin=margin,
-            crop_shape=crop_shape.value,
-            faces_per_frame=faces_per_frame,
-            detect_size=detect_size,
-            scan_every=scan_every,
-            num_workers=num_workers,
-            limit=limit,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            seed=seed,
-            splits_dir=splits,
-            progress=not quiet,
-            console=console,
-        )
-        metadata = processor.run()
-    except (PreprocessError, DatasetError) as error:
-        raise fail_usage(str(error)) from None
+    processor = VideoDataProcessor(
+        dataset_dirs,
+        output_dir,
+        dataset_format=dataset_format.value,
+        resume=resume,
+        use_face_detection=use_face_detection,
+        face_detector=face_detector.value,
+        frame_sampling_rate=frame_sampling_rate,
+        frames_per_video=frames_per_video,
+        max_frames=max_frames,
+        crop_size=crop_size,
+        margin=margin,
+        crop_shape=crop_shape.value,
+        faces_per_frame=faces_per_frame,
+        detect_size=detect_size,
+        scan_every=scan_every,
+        num_workers=num_workers,
+        limit=limit,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        splits_dir=splits,
+        allow_outside_root=allow_outside_root,
+        progress=not quiet,
+        console=console,
+    )
+    metadata = processor.run()
     ok = int((metadata.status == Status.OK).sum())
     console.print(f"{ok}/{len(metadata)} videos ok; tables in {output_dir}", highlight=False)
 
@@ -174,17 +206,14 @@ def synth(
     """Make a labelled synthetic dataset (self-blends and face swaps of real faces)."""
     from rich.progress import Progress
 
-    from deepfake_detect.synth import SynthError, generate_dataset
+    from deepfake_detect.synth import generate_dataset
 
-    try:
-        with Progress(console=console, disable=quiet) as bar:
-            task = bar.add_task("synth clips", total=videos)
-            manifest = generate_dataset(
-                output_dir, videos, seed, faces or (), size, fps, seconds, fake_fraction,
-                on_clip=lambda _path: bar.advance(task),
-            )  # fmt: skip
-    except SynthError as error:
-        raise fail_usage(str(error)) from None
+    with Progress(console=console, disable=quiet) as bar:
+        task = bar.add_task("synth clips", total=videos)
+        manifest = generate_dataset(
+            output_dir, videos, seed, faces or (), size, fps, seconds, fake_fraction,
+            on_clip=lambda _path: bar.advance(task),
+        )  # fmt: skip
     fakes = int(manifest.label.sum())
     console.print(
         f"{len(manifest)} clips ({fakes} fake) in {output_dir}; "
@@ -267,10 +296,7 @@ def train(
     quiet: Annotated[bool, typer.Option(help="No progress bars or tables.")] = False,
 ) -> None:
     """Train a detector on stage-1 crops; write checkpoints, logs and the model artifact."""
-    from deepfake_detect.artifact import ArtifactError
-    from deepfake_detect.models import ModelError
     from deepfake_detect.training import TrainConfig, TrainError, run_training
-    from deepfake_detect.training_data import DataError
 
     given = {
         name: value
@@ -278,17 +304,14 @@ def train(
         if name not in {"config", "quiet"}
         and ctx.get_parameter_source(name).name != "DEFAULT"  # typer bundles its own click
     } | {"progress": not quiet}
-    try:
-        if config is not None:
-            options = TrainConfig.from_yaml(config, **given)
-        else:
-            defaults = {k: v for k, v in ctx.params.items() if k not in {"config", "quiet"}}
-            if train is None or output_dir is None:
-                raise TrainError("give --train and --output-dir (or a --config that sets them)")
-            options = TrainConfig(**(defaults | given))
-        result = run_training(options, console)
-    except (TrainError, DataError, ModelError, ArtifactError) as error:
-        raise fail_usage(str(error)) from None
+    if config is not None:
+        options = TrainConfig.from_yaml(config, **given)
+    else:
+        defaults = {k: v for k, v in ctx.params.items() if k not in {"config", "quiet"}}
+        if train is None or output_dir is None:
+            raise TrainError("give --train and --output-dir (or a --config that sets them)")
+        options = TrainConfig(**(defaults | given))
+    result = run_training(options, console)
     video = result.metrics
     console.print(
         f"model artifact: {result.artifact_dir}  (val video AUC {video['auc']:.4f}, "
@@ -331,11 +354,7 @@ def predict(
     ] = None,
 ) -> None:
     """Judge videos: a verdict per video and per person; exit 1 if some could not be scored."""
-    from deepfake_detect.artifact import ArtifactError
-    from deepfake_detect.backends import BackendError
-    from deepfake_detect.extras import MissingExtraError
     from deepfake_detect.inference import (
-        PredictError,
         Predictor,
         collect_videos,
         verdict_table,
@@ -343,14 +362,11 @@ def predict(
         write_json,
     )
 
-    try:
-        videos = collect_videos(inputs)
-        predictor = Predictor(
-            model, device=device, backend=backend, frames=frames, aggregation=aggregation,
-            threshold=threshold, batch_size=batch_size, min_frames=min_frames,
-        )  # fmt: skip
-    except (PredictError, ArtifactError, BackendError, MissingExtraError) as error:
-        raise fail_usage(str(error)) from None
+    videos = collect_videos(inputs)
+    predictor = Predictor(
+        model, device=device, backend=backend, frames=frames, aggregation=aggregation,
+        threshold=threshold, batch_size=batch_size, min_frames=min_frames,
+    )  # fmt: skip
     keep = report is not None
     predictions = [predictor.predict(video, keep_crops=keep) for video in _progress(videos)]
     console.print(verdict_table(predictions))
@@ -404,37 +420,25 @@ def evaluate(
     backend: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     min_frames: Annotated[int, typer.Option(min=1)] = 1,
+    allow_outside_root: Annotated[
+        bool, typer.Option(help="Read files a CSV lists outside its folder (else refused).")
+    ] = False,
     quiet: Annotated[bool, typer.Option(help="No progress or tables.")] = False,
 ) -> None:
     """Score a labelled set: AUC, EER, AP, accuracy, log loss, confusion, per method, plots."""
-    from deepfake_detect.artifact import ArtifactError
-    from deepfake_detect.backends import BackendError
-    from deepfake_detect.dataset_layouts import DatasetError
     from deepfake_detect.evaluate import evaluate as run_evaluation
-    from deepfake_detect.extras import MissingExtraError
-    from deepfake_detect.inference import PredictError, Predictor
-    from deepfake_detect.training_data import DataError
+    from deepfake_detect.inference import Predictor
 
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        predictor = Predictor(
-            model, device=device, backend=backend, frames=frames, aggregation=aggregation,
-            threshold=threshold, batch_size=batch_size, min_frames=min_frames,
-        )  # fmt: skip
-        result = run_evaluation(
-            data, predictor, output_dir, dataset_format=dataset_format.value, split=split,
-            splits_dir=splits_dir, progress=not quiet, console=console,
-        )  # fmt: skip
-    except (
-        DataError,
-        DatasetError,
-        PredictError,
-        ArtifactError,
-        BackendError,
-        MissingExtraError,
-        OSError,
-    ) as error:
-        raise fail_usage(str(error)) from None
+    output_dir.mkdir(parents=True, exist_ok=True)
+    predictor = Predictor(
+        model, device=device, backend=backend, frames=frames, aggregation=aggregation,
+        threshold=threshold, batch_size=batch_size, min_frames=min_frames,
+    )  # fmt: skip
+    result = run_evaluation(
+        data, predictor, output_dir, dataset_format=dataset_format.value, split=split,
+        splits_dir=splits_dir, allow_outside_root=allow_outside_root, progress=not quiet,
+        console=console,
+    )  # fmt: skip
     console.print(f"evaluation: {result.output_dir / 'evaluation.json'}", highlight=False)
 
 
@@ -447,17 +451,11 @@ def export(
     output: Annotated[Path | None, typer.Option(help="Where to write [default: beside].")] = None,
 ) -> None:
     """Export a model for other runtimes (ONNX, checked against torch within 1e-4)."""
-    from deepfake_detect.artifact import ArtifactError
-    from deepfake_detect.backends import BackendError
-    from deepfake_detect.export import ExportError, export_onnx
-    from deepfake_detect.extras import MissingExtraError
+    from deepfake_detect.export import export_onnx
 
     if not onnx:
         raise fail_usage("choose a format: --onnx")
-    try:
-        path = export_onnx(model, output)
-    except (ArtifactError, ExportError, BackendError, MissingExtraError) as error:
-        raise fail_usage(str(error)) from None
+    path = export_onnx(model, output)
     console.print(f"ONNX model: {path} (predict with --backend onnx)", highlight=False)
 
 
@@ -475,15 +473,11 @@ def import_model(
     ] = None,
 ) -> None:
     """Convert a published detector's checkpoints into a model artifact (no pickle in it)."""
-    from deepfake_detect.checkpoints import CheckpointError
-    from deepfake_detect.published import ConversionError, import_detector
+    from deepfake_detect.published import import_detector
 
-    try:
-        path = import_detector(
-            detector, checkpoints, output_dir, face_detector.value if face_detector else None
-        )
-    except (ConversionError, CheckpointError) as error:
-        raise fail_usage(str(error)) from None
+    path = import_detector(
+        detector, checkpoints, output_dir, face_detector.value if face_detector else None
+    )
     from deepfake_detect.artifact import read_artifact
 
     provenance = read_artifact(path)[0].provenance
@@ -513,26 +507,29 @@ def serve(
         float, typer.Option(min=0.1, help="Finished jobs and their files are deleted after.")
     ] = 60,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(help="Another name the server answers to in Host (repeatable)."),
+    ] = None,
+    upload_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds an upload may take (at 16 kB/s or more).")
+    ] = 1800,
+    max_connections: Annotated[
+        int, typer.Option(min=2, help="Open connections at once; requests beyond get 503.")
+    ] = 32,
 ) -> None:
     """Check videos in the browser: a local web page and REST API over predict."""
-    from deepfake_detect.artifact import ArtifactError
-    from deepfake_detect.backends import BackendError
-    from deepfake_detect.extras import MissingExtraError, require_extra
-    from deepfake_detect.inference import PredictError
+    from deepfake_detect.extras import require_extra
 
-    try:
-        require_extra("serve", "deepfake-detect serve")
-        from deepfake_detect.serve import ServeError
-        from deepfake_detect.serve import serve as run_server
-    except MissingExtraError as error:
-        raise fail_usage(str(error)) from None
-    try:
-        run_server(
-            model, host=host, port=port, workers=workers, max_upload_mb=max_upload_mb,
-            queue=queue, token=token, retention_s=retention_minutes * 60, device=device,
-        )  # fmt: skip
-    except (ServeError, ArtifactError, PredictError, BackendError) as error:
-        raise fail_usage(str(error)) from None
+    require_extra("serve", "deepfake-detect serve")
+    from deepfake_detect.serve import serve as run_server
+
+    run_server(
+        model, host=host, port=port, workers=workers, max_upload_mb=max_upload_mb,
+        queue=queue, token=token, retention_s=retention_minutes * 60, device=device,
+        allowed_hosts=allowed_host or (), upload_timeout_s=upload_timeout,
+        max_connections=max_connections,
+    )  # fmt: skip
 
 
 @app.command()
@@ -598,15 +595,12 @@ def datasets_check(
     )
 
     tracker = None if quiet else progress_tracker(console)
-    try:
-        check = check_dataset(dataset_dir, dataset_format.value, sample, tracker=tracker)
-        if verify:
-            check.manifest = verify_manifest(dataset_dir, verify, tracker)
-        if manifest:
-            count = write_manifest(dataset_dir, manifest, tracker)
-            console.print(escape(f"manifest of {count} files: {manifest}"), highlight=False)
-    except DatasetError as error:
-        raise fail_usage(str(error)) from None
+    check = check_dataset(dataset_dir, dataset_format.value, sample, tracker=tracker)
+    if verify:
+        check.manifest = verify_manifest(dataset_dir, verify, tracker)
+    if manifest:
+        count = write_manifest(dataset_dir, manifest, tracker)
+        console.print(escape(f"manifest of {count} files: {manifest}"), highlight=False)
     Console().print(check_table(check))
     for line in check_findings(check):
         console.print(escape(line), highlight=False, soft_wrap=True)

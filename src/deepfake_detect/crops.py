@@ -7,14 +7,15 @@ exactly as the faces it was trained on.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass, fields
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.faces import (
     CROP_SHAPES,
     DETECTORS,
@@ -32,7 +33,7 @@ from deepfake_detect.video import Frame, VideoError, VideoInfo, read_frames
 STAGE1_SETTINGS = "preprocess.json"
 
 
-class CropSettingsError(ValueError):
+class CropSettingsError(DeepfakeDetectError, ValueError):
     """A stage-1 settings file that cannot be read into a CropConfig; one line naming it."""
 
 
@@ -131,10 +132,17 @@ class FaceCrops:
         return len({r["frame_index"] for r in self.records})
 
 
-@cache
+_PER_THREAD = threading.local()
+
+
 def _detector(name: str) -> FaceDetector:
-    """One detector per process, built on first use."""
-    return create_detector(name)
+    """One detector per thread, built on first use: dlib's keeps scratch buffers between
+    calls, so two threads sharing one (serve --workers 2) get each other's detections or
+    crash."""
+    detectors = _PER_THREAD.__dict__.setdefault("detectors", {})
+    if name not in detectors:
+        detectors[name] = create_detector(name)
+    return detectors[name]
 
 
 def _select_faces(frames: list[Frame], config: CropConfig) -> list[list[Box]]:

@@ -22,9 +22,17 @@ import torch
 from rich.table import Table
 from scipy.special import expit
 
-from deepfake_detect.artifact import ModelArtifact, load_artifact, read_artifact
-from deepfake_detect.backends import BACKENDS, Runner, onnx_runner, resolve_device, torch_runner
+from deepfake_detect.artifact import ModelArtifact, load_artifact, read_artifact, short_digest
+from deepfake_detect.backends import (
+    BACKENDS,
+    ONNX_FILE,
+    Runner,
+    onnx_runner,
+    resolve_device,
+    torch_runner,
+)
 from deepfake_detect.crops import extract_faces
+from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.metrics import AGGREGATIONS, FRAME_RULES
 from deepfake_detect.models import to_model_input
 from deepfake_detect.status import Status
@@ -35,7 +43,7 @@ from deepfake_detect.video import VideoError, is_video_file
 MIN_TRACK_SHARE = 0.25
 
 
-class PredictError(ValueError):
+class PredictError(DeepfakeDetectError, ValueError):
     """Bad usage of predict (unknown option, no videos found); one clear line."""
 
 
@@ -138,7 +146,7 @@ class Predictor:
         self.model_path = Path(model)
         self.network: torch.nn.Module | None = None
         self.device = resolve_device(device) if backend == "torch" else torch.device("cpu")
-        self.artifact, self.run_model = self._load(backend)
+        self.artifact, self.run_model, self.model_digest = self._load(backend)
         self.crop_config = replace(
             self.artifact.preprocessing,
             frames_per_video=frames,
@@ -152,13 +160,15 @@ class Predictor:
         self.threshold = self.artifact.threshold if threshold is None else threshold
         self.batch_size, self.min_frames = batch_size, min_frames
 
-    def _load(self, backend: str) -> tuple[ModelArtifact, Runner]:
-        """The artifact and a runner for it; the torch network is kept for Grad-CAM."""
+    def _load(self, backend: str) -> tuple[ModelArtifact, Runner, str]:
+        """The artifact, a runner for it and the short hash of the file it scores with (a
+        report names the model by it, never by a path); the torch network is kept for
+        Grad-CAM."""
+        artifact, weights = read_artifact(self.model_path)
         if backend == "onnx":
-            artifact, weights = read_artifact(self.model_path)
-            return artifact, onnx_runner(weights.parent)
+            return artifact, onnx_runner(weights.parent), short_digest(weights.parent / ONNX_FILE)
         self.network, artifact = load_artifact(self.model_path)
-        return artifact, torch_runner(self.network, self.device)
+        return artifact, torch_runner(self.network, self.device), short_digest(weights)
 
     def score_crops(self, crops: np.ndarray) -> np.ndarray:
         """Logits of uint8 crops (N, S, S, 3), resized to the model's input, in batches."""
@@ -171,8 +181,9 @@ class Predictor:
         return np.concatenate(logits) if logits else np.zeros(0, np.float32)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """Calibrated fake probabilities (the artifact's temperature)."""
-        return expit(logits / self.artifact.temperature)
+        """Calibrated fake probabilities (the artifact's temperature); NaN where the model's
+        logit is not finite (NaN or inf), which `judge` turns into a model_error."""
+        return np.where(np.isfinite(logits), expit(logits / self.artifact.temperature), np.nan)
 
     def predict(self, path: Path, keep_crops: bool = False) -> VideoPrediction:
         """Judge one video. Never raises for a bad video: its status and error say why."""
@@ -192,6 +203,8 @@ class Predictor:
                   for r, p in zip(faces.records, probabilities, strict=True)]  # fmt: skip
         judgement = self.judge(str(path), [f.face_index for f in frames], probabilities,
                                [f.frame_index for f in frames])  # fmt: skip
+        if judgement.status == Status.MODEL_ERROR:
+            frames = []  # no score of this model on this video can be trusted, nor shown
         info = faces.info
         video = {"fps": info.fps, "width": info.width, "height": info.height,
                  "duration": info.duration, "n_frames": info.n_frames, "rotation": info.rotation,
@@ -214,7 +227,13 @@ class Predictor:
 
         A frame rule instead scores the video from the crops of the tracks that count, frame
         by frame (without `frame_indices` each crop is its own frame); persons get the mean.
+        A score that is not finite makes the video a model_error: no probability, no verdict.
         """
+        if not np.isfinite(probabilities).all():
+            bad = int(np.count_nonzero(~np.isfinite(probabilities)))
+            message = (f"{name}: the model gave {bad} of {len(probabilities)} scores that are "
+                       "not a number (NaN or inf); its weights or input are broken")  # fmt: skip
+            return Judgement([], None, None, Status.MODEL_ERROR, message)
         rule = AGGREGATIONS.get(self.aggregation, AGGREGATIONS["mean"])
         tracks: dict[int, list[float]] = {}
         for face, probability in zip(face_indices, probabilities, strict=True):

@@ -39,6 +39,8 @@ LOG_LOSS_EPS = 1e-7
 VOTE_THRESHOLD = 0.5
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 DFDC_FAKE_ABOVE, DFDC_REAL_BELOW, DFDC_MIN_FAKE_FRAMES = 0.8, 0.2, 11
+# A saturated sigmoid gives exactly 0 or 1; a threshold stays this far inside (0, 1).
+THRESHOLD_MARGIN = 1e-6
 
 
 def binary_metrics(
@@ -137,7 +139,7 @@ def choose_threshold(labels: ArrayLike, probabilities: ArrayLike) -> float:
     """The threshold that maximises balanced accuracy (Youden's J = TPR - FPR) on the ROC.
 
     Returns one of the observed probabilities (fake means at or above it), or 0.5 when a
-    class is missing.
+    class is missing; kept strictly between 0 and 1, as a model artifact requires.
     """
     y, p = _checked_probabilities(labels, probabilities)
     if not _has_both_classes(y):
@@ -145,7 +147,7 @@ def choose_threshold(labels: ArrayLike, probabilities: ArrayLike) -> float:
     fpr, tpr, thresholds = roc_curve(y, p)
     # Point 0 of sklearn's ROC is (0, 0) at an infinite threshold; keep real scores only.
     best = 1 + int(np.argmax(tpr[1:] - fpr[1:]))
-    return float(thresholds[best])
+    return float(np.clip(thresholds[best], THRESHOLD_MARGIN, 1 - THRESHOLD_MARGIN))
 
 
 def fit_temperature(labels: ArrayLike, logits: ArrayLike) -> float:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
 import cv2
 import numpy as np
@@ -23,6 +23,7 @@ import timm
 import timm.data
 import torch
 from huggingface_hub import constants as hub_constants
+from pydantic import AfterValidator, BeforeValidator, Field
 from torch import nn
 
 from deepfake_detect.clip_models import (
@@ -32,6 +33,7 @@ from deepfake_detect.clip_models import (
     clip_with_normalised_head,
 )
 from deepfake_detect.ensemble import MeanProbabilityEnsemble
+from deepfake_detect.errors import DeepfakeDetectError
 
 RGB = tuple[float, float, float]
 
@@ -39,8 +41,29 @@ HALF: RGB = (0.5, 0.5, 0.5)
 HUB_PROBE_TIMEOUT_S = 3.0
 
 
-class ModelError(ValueError):
+class ModelError(DeepfakeDetectError, ValueError):
     """A model that cannot be built as asked; the message is one line saying what to do."""
+
+
+def _known_model(name: str) -> str:
+    if name in LOCAL_MODELS or timm.is_model(name):
+        return name
+    raise _unknown_model(name)
+
+
+def _one_per_channel(values: object) -> tuple:
+    """A JSON list of one value per RGB channel, as a tuple (each value is checked after)."""
+    if not isinstance(values, list | tuple) or len(values) != 3:
+        raise ValueError(f"expected 3 numbers, one per RGB channel, got {values!r}")
+    return tuple(values)
+
+
+# ModelConfig's field types, with the constraints the artifact schema checks on reading a file.
+ModelName = Annotated[str, AfterValidator(_known_model)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+ChannelMeans = Annotated[tuple[Finite, Finite, Finite], BeforeValidator(_one_per_channel)]
+ChannelStds = Annotated[tuple[Positive, Positive, Positive], BeforeValidator(_one_per_channel)]
 
 
 @dataclass(frozen=True)
@@ -57,12 +80,12 @@ class ModelConfig:
             `ensemble.MeanProbabilityEnsemble`); 1 for a single network.
     """
 
-    name: str
-    input_size: int
-    mean: RGB
-    std: RGB
-    drop_rate: float
-    members: int = 1
+    name: ModelName
+    input_size: Annotated[int, Field(ge=32, le=4096)]
+    mean: ChannelMeans
+    std: ChannelStds
+    drop_rate: Annotated[float, Field(ge=0, lt=1)]
+    members: Annotated[int, Field(ge=1)] = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

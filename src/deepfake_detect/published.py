@@ -29,6 +29,7 @@ from deepfake_detect.artifact import (
 from deepfake_detect.checkpoints import read_checkpoint
 from deepfake_detect.clip_models import CLIP_MEAN, CLIP_STD, CLIP_VISION_MODELS, GEND_MODELS
 from deepfake_detect.crops import CropConfig
+from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.faces import DETECTORS
 from deepfake_detect.files import file_sha256
 from deepfake_detect.models import ModelConfig, build_network
@@ -45,7 +46,7 @@ STAND_IN_DETECTORS = ("yunet", "dlib")
 NO_NORMALISATION = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
 
-class ConversionError(ValueError):
+class ConversionError(DeepfakeDetectError):
     """A checkpoint that does not convert; one line naming the file and what is wrong."""
 
 
