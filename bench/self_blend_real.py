@@ -189,6 +189,7 @@ def preprocess(csv: Path, crops_dir: Path, args: argparse.Namespace) -> pd.DataF
     processor = VideoDataProcessor(
         [csv], crops_dir, dataset_format="csv", frames_per_video=args.frames_per_video,
         crop_size=args.crop_size, margin=MARGIN, num_workers=args.num_workers, progress=False,
+        allow_outside_root=True,  # the CSV lists the samples folder's clips by absolute path
     )  # fmt: skip
     return processor.run()
 

@@ -40,3 +40,21 @@ def tiny_model(tmp_path_factory) -> Path:
     )  # fmt: skip
     run_training(config)
     return root / "run"
+
+
+@pytest.fixture(scope="session")
+def nonfinite_models(tiny_model, tmp_path_factory) -> dict[str, Path]:
+    """Copies of tiny_model whose last bias is NaN or +inf: every logit they give is so."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    models = {}
+    for name, value in {"nan": float("nan"), "inf": float("inf")}.items():
+        folder = tmp_path_factory.mktemp(f"{name}-model")
+        shutil.copy(tiny_model / "model" / "model.json", folder)
+        weights = load_file(tiny_model / "model" / "model.safetensors")
+        weights["head.5.bias"].fill_(value)
+        save_file(weights, folder / "model.safetensors")
+        models[name] = folder
+    return models

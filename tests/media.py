@@ -149,6 +149,15 @@ def set_display_rotation(path: Path, clockwise_degrees: int) -> Path:
     return path
 
 
+def unknown_codec_clip(path: Path) -> Path:
+    """An mp4 whose video track names a codec FFmpeg does not know (fourcc `zzzz`)."""
+    data = bytearray(still_clip(path, np.zeros((32, 32, 3), np.uint8), n_frames=3).read_bytes())
+    at = data.index(b"avc1", data.index(b"stsd"))
+    data[at : at + 4] = b"zzzz"
+    path.write_bytes(bytes(data))
+    return path
+
+
 def truncated_copy(source: Path, target: Path, keep: float = 0.5) -> Path:
     data = source.read_bytes()
     target.write_bytes(data[: int(len(data) * keep)])

@@ -282,6 +282,26 @@ def test_celebdf_bad_test_list_line_is_named(tmp_path: Path) -> None:
         discover(tmp_path)
 
 
+@pytest.mark.parametrize("listed", [".", "../../outside.mp4", "Celeb-real/../.."])
+def test_celebdf_test_list_naming_a_file_outside_the_dataset_is_refused(
+    tmp_path: Path, listed: str
+) -> None:
+    make_celebdf(tmp_path)
+    write(tmp_path / "List_of_testing_videos.txt", f"1 Celeb-real/id0_0000.mp4\n1 {listed}\n")
+    with pytest.raises(
+        DatasetError, match=r"List_of_testing_videos\.txt: line 2: .* is not a file"
+    ):
+        discover(tmp_path)
+
+
+def test_celebdf_test_list_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    # found by fuzz/run.py dataset_csv: a UnicodeDecodeError traceback
+    make_celebdf(tmp_path)
+    (tmp_path / "List_of_testing_videos.txt").write_bytes(b"1 Celeb-real/id\xff_0000.mp4\n")
+    with pytest.raises(DatasetError, match=r"List_of_testing_videos\.txt: not UTF-8 text"):
+        discover(tmp_path)
+
+
 # --- DFDC ----------------------------------------------------------------------------------------
 
 
@@ -337,6 +357,14 @@ def test_dfdc_bad_label_is_named(tmp_path: Path) -> None:
         discover(tmp_path)
 
 
+@pytest.mark.parametrize("name", ["", ".", "../../outside.mp4", "/etc/passwd"])
+def test_dfdc_entry_naming_a_file_outside_its_part_is_refused(tmp_path: Path, name: str) -> None:
+    # found by fuzz/run.py dataset_json: an IndexError for the name "" (the part itself)
+    make_dfdc_part(tmp_path, {"a.mp4": {"label": "FAKE"}, name: {"label": "REAL"}}, ["a.mp4"])
+    with pytest.raises(DatasetError, match=r"metadata\.json: .* is not a file inside"):
+        discover(tmp_path)
+
+
 def test_dfdc_with_only_missing_videos_has_no_videos(tmp_path: Path) -> None:
     make_dfdc_part(tmp_path, {"a.mp4": {"label": "FAKE"}}, [])
     with pytest.raises(DatasetError, match="no videos found"):
@@ -357,7 +385,7 @@ def test_csv_labels_paths_and_optional_columns(tmp_path: Path) -> None:
         f"{absolute},0,,,\n"
         "clips/gone.mp4,1,,,\n",
     )
-    used, items = discover(file)
+    used, items = discover(file, allow_outside_root=True)
     assert used == "csv"
     got = {i.path.name: (i.label, i.split, i.group, i.method, i.missing) for i in items}
     assert got == {
@@ -370,6 +398,40 @@ def test_csv_labels_paths_and_optional_columns(tmp_path: Path) -> None:
     assert a.path == tmp_path / "lists/clips/a.mp4"
     assert a.video_id == "lists__clips__a"
     assert by_name(items)["c.mp4"].video_id == "lists__..__elsewhere__c"
+
+
+def test_csv_paths_outside_its_folder_are_refused_row_by_row(tmp_path: Path) -> None:
+    touch(tmp_path, "lists/clips/a.mp4", "secret.mp4", "other/b.mp4")
+    file = write(
+        tmp_path / "lists/videos.csv",
+        "path,label\n"
+        "clips/a.mp4,0\n"
+        "clips/../clips/./a2.mp4,0\n"  # stays inside once normalised
+        "../secret.mp4,1\n"
+        f"{tmp_path / 'other/b.mp4'},1\n"
+        "clips/../../other/c.mp4,1\n",
+    )
+    items = by_name(discover(file)[1])
+    refused = {name for name, item in items.items() if item.outside_root}
+    assert refused == {"secret.mp4", "b.mp4", "c.mp4"}
+    assert items["a.mp4"].unavailable() is None
+    assert items["a2.mp4"].unavailable()[0] == "missing"
+    status, error = items["secret.mp4"].unavailable()
+    assert status == "outside_root" and error == (
+        f"{tmp_path / 'secret.mp4'}: outside the CSV's folder; refused (--allow-outside-root "
+        "reads it)"
+    )
+    assert not items["c.mp4"].missing, "a refused file is not even looked at"
+    allowed = by_name(discover(file, allow_outside_root=True)[1])
+    assert not any(item.outside_root for item in allowed.values())
+    assert allowed["c.mp4"].missing and not allowed["b.mp4"].missing
+
+
+def test_csv_row_naming_the_csv_folder_itself_is_one_clear_error(tmp_path: Path) -> None:
+    # found by fuzz/run.py dataset_csv: an IndexError while making the row's video id
+    file = write(tmp_path / "v.csv", "path,label\na.mp4,1\n.,0\n")
+    with pytest.raises(DatasetError, match=r"v\.csv: line 3: path '\.' is the CSV's own folder"):
+        discover(file)
 
 
 def test_csv_folder_with_one_csv(tmp_path: Path) -> None:

@@ -191,3 +191,16 @@ def test_videos_seen_in_fewer_frames_than_min_frames_are_not_scored(tmp_path):
     assert set(result.videos.status) == {"too_few_frames"}
     assert "a face in only 3 frames (at least 4 needed)" in result.videos.error[0]
     assert result.summary["n_unscored"] == {"too_few_frames": 2}
+
+
+def test_a_model_that_outputs_nan_leaves_every_video_unscored_as_model_error(
+    nonfinite_models, tmp_path
+):
+    data = crops_folder(tmp_path / "crops", {"test": [0, 1, 0, 1]})
+    predictor = Predictor(nonfinite_models["nan"], device="cpu")
+    result = evaluate(data, predictor, tmp_path / "out", progress=False)
+    assert set(result.videos.status) == {"model_error"} and result.videos.probability.isna().all()
+    assert result.summary["counts"]["scored"] == 0
+    assert result.summary["n_unscored"] == {"model_error": 4}
+    saved = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    assert saved["video"]["auc"] is None

@@ -178,3 +178,18 @@ def test_faces_are_yielded_frame_by_frame_as_the_images_come():
     found = detect_in_frames(create_detector("dlib"), images(), scan_every=2)
     for index, boxes in enumerate(found):
         assert taken == list(range(index + 1)) and len(boxes) == 2
+
+
+def test_each_thread_gets_its_own_face_detector():
+    # dlib's detector keeps scratch buffers between calls: shared by serve's two workers, it
+    # gave one clip's faces to the other or crashed the process.
+    import threading
+
+    from deepfake_detect.crops import _detector
+
+    other_thread: list[object] = []
+    thread = threading.Thread(target=lambda: other_thread.append(_detector("dlib")))
+    thread.start()
+    thread.join()
+    assert _detector("dlib") is _detector("dlib"), "built once per thread"
+    assert other_thread[0] is not _detector("dlib")

@@ -172,3 +172,20 @@ def test_cli_evaluate_export_and_onnx_predict(pipeline, tmp_path):
         outputs["torch"]["probability"], abs=1e-4
     )
     assert cli("export", model).returncode == 2  # no format chosen
+
+
+def test_a_model_that_outputs_nan_or_inf_gives_model_error_and_valid_json(
+    nonfinite_models, tmp_path
+):
+    clip = str(face_clip(tmp_path / "face.mp4"))
+    out = tmp_path / "v.json"
+    result = cli("predict", clip, "--model", str(nonfinite_models["nan"]), "--frames", "4",
+                 "--json", str(out), "--csv", str(tmp_path / "v.csv"), "--per-frame")  # fmt: skip
+    assert result.returncode == 1, result.stderr  # ran, but a video could not be scored
+    (video,) = json.loads(out.read_text())["videos"]
+    assert (video["status"], video["probability"], video["verdict"]) == ("model_error", None, None)
+    assert video["frames"] == [] and "not a number (NaN or inf)" in video["error"]
+    assert pd.read_csv(tmp_path / "v.csv").status.tolist() == ["model_error"]
+    assert "REAL" not in result.stderr and "model_error" in result.stderr
+    infinite = Predictor(nonfinite_models["inf"], device="cpu", frames=4).predict(Path(clip))
+    assert (infinite.status, infinite.probability, infinite.verdict) == ("model_error", None, None)

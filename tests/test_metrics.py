@@ -190,6 +190,13 @@ def test_choose_threshold_maximises_balanced_accuracy(scored):
     assert chosen["balanced_accuracy"] == pytest.approx(best)
 
 
+def test_choose_threshold_stays_inside_zero_one_when_the_sigmoid_saturates():
+    labels, probabilities = [0, 0, 1, 1], [0.0, 0.0, 1.0, 1.0]  # float32 sigmoid of +-20
+    threshold = choose_threshold(labels, probabilities)
+    assert 0 < threshold < 1, "a model artifact refuses a threshold of exactly 0 or 1"
+    assert binary_metrics(labels, probabilities, threshold)["balanced_accuracy"] == 1.0
+
+
 def test_choose_threshold_defaults_without_both_classes():
     assert choose_threshold([1, 1], [0.2, 0.9]) == 0.5
 

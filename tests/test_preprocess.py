@@ -312,5 +312,20 @@ def test_real_samples_grid_mpeg1_through_a_csv(samples, tmp_path):
     clips = sorted(samples.glob("grid/*.mpg"))[:3]
     table = tmp_path / "grid.csv"
     pd.DataFrame({"path": [str(c) for c in clips], "label": [0, 0, 1]}).to_csv(table, index=False)
-    metadata = VideoDataProcessor([table], tmp_path / "out", **FAST).run()
+    metadata = VideoDataProcessor([table], tmp_path / "out", allow_outside_root=True, **FAST).run()
     assert (metadata.status == "ok").all() and (metadata.width == 360).all()
+
+
+def test_csv_rows_outside_the_csv_folder_are_refused_unless_allowed(tmp_path):
+    face_clip(tmp_path / "data" / "inside.mp4")
+    (tmp_path / "private.mp4").write_text("not yours\n")
+    table = tmp_path / "data" / "list.csv"
+    table.write_text("path,label\ninside.mp4,0\n../private.mp4,1\n")
+    metadata = VideoDataProcessor([table], tmp_path / "out", **FAST).run()
+    status = dict(zip(metadata.path.map(lambda p: Path(p).name), metadata.status, strict=True))
+    assert status == {"inside.mp4": "ok", "private.mp4": "outside_root"}
+    assert "--allow-outside-root" in metadata.set_index("status").error["outside_root"]
+    assert len(list((tmp_path / "out" / "faces").glob("*.npy"))) == 1
+    metadata = VideoDataProcessor([table], tmp_path / "out", allow_outside_root=True, **FAST).run()
+    status = dict(zip(metadata.path.map(lambda p: Path(p).name), metadata.status, strict=True))
+    assert status == {"inside.mp4": "ok", "private.mp4": "decode_error"}, "not retried on resume"

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from deepfake_detect.cli import app
 from deepfake_detect.synth import generate_dataset
@@ -92,6 +93,23 @@ def build_workspace(root: Path) -> None:
     copy(fakes[0], root / "clips" / "a.mp4")
     copy(reals[1], root / "clips" / "b.mp4")
     (root / "train.yaml").write_text("train: out/ffpp\noutput_dir: runs/yaml\nlr: 0.002\n")
+    build_published_weights(root / "weights")
+
+
+def build_published_weights(folder: Path) -> None:
+    """weights/sbi.tar and weights/dfdc/ in their authors' formats, with random weights; two
+    B2 models stand in for the DFDC winner's seven B7 (its code supports both) to keep the
+    suite light."""
+    from test_published import DeepFakeClassifier, SBIDetector, save_dfdc, save_sbi
+
+    (folder / "dfdc").mkdir(parents=True)
+    save_sbi(folder / "sbi.tar", SBIDetector().eval())
+    for seed in (111, 555):
+        torch.manual_seed(seed)
+        classifier = DeepFakeClassifier("tf_efficientnet_b2", 1408).eval()
+        save_dfdc(
+            folder / "dfdc" / f"final_{seed}_DeepFakeClassifier_tf_efficientnet_b2", classifier
+        )
 
 
 def run(words: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -109,7 +127,9 @@ def test_every_readme_command_runs(tmp_path):
         if words[1] in NOT_RUN_HERE:
             continue
         result = run(words, tmp_path)
-        assert result.returncode == 0, f"{shlex.join(words)}\n{result.stderr[-3000:]}"
+        # the miniature datasets here are incomplete: `datasets check` says so with exit 1
+        allowed = {0, 1} if words[1:3] == ["datasets", "check"] else {0}
+        assert result.returncode in allowed, f"{shlex.join(words)}\n{result.stderr[-3000:]}"
 
 
 def test_every_subcommand_is_in_the_readme():

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import itertools
+import re
+import socket
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+import cv2
+import httpx
+import numpy as np
 import pytest
+import torch
+import uvicorn
 from fastapi.testclient import TestClient
-from media import audio_only, face_clip, noise_clip, truncated_copy
+from media import audio_only, face_clip, noise_clip, truncated_copy, unknown_codec_clip
 
+from deepfake_detect.http_guards import host_names, server_config
 from deepfake_detect.inference import Predictor
+from deepfake_detect.models import gradcam_layer
 from deepfake_detect.serve import (
     ServeError,
     VideoResult,
@@ -24,6 +35,7 @@ from deepfake_detect.serve import (
 )
 
 TOKEN = "s3cret-token"
+BASE_URL = "http://127.0.0.1:8000"  # what a browser on this machine sends as Host and Origin
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +49,13 @@ def clips(tmp_path_factory) -> dict[str, Path]:
     face = face_clip(root / "face.mp4")
     (root / "notes.txt").write_text("not a video\n")
     (root / "empty.mp4").write_bytes(b"")
+    # A still image under a video's name: FFmpeg opens it as a one-frame stream.
+    (root / "photo.mp4").write_bytes(cv2.imencode(".png", np.zeros((64, 64, 3), np.uint8))[1])
     return {
         "face": face,
+        "other_face": face_clip(root / "other.mp4", seed=5, size=160),
+        "photo": root / "photo.mp4",
+        "unknown_codec": unknown_codec_clip(root / "zzzz.mp4"),
         "noise": noise_clip(root / "noise.mp4"),
         "text": root / "notes.txt",
         "empty": root / "empty.mp4",
@@ -53,7 +70,8 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 @contextmanager
 def running_app(predictor, work_dir: Path, **options) -> Iterator[TestClient]:
     """The app with its lifespan (retention sweeps, cleanup on exit) behind a test client."""
-    with TestClient(create_app(predictor, work_dir=work_dir, **options)) as client:
+    app = create_app(predictor, work_dir=work_dir, **options)
+    with TestClient(app, base_url=BASE_URL) as client:
         yield client
 
 
@@ -128,6 +146,9 @@ def test_health_names_the_model_and_version(predictor, tmp_path):
         ("empty", 415, "empty.mp4: file is empty"),
         ("audio", 415, "song.mp4: has no video stream"),
         ("truncated_mp4", 415, "cut.mp4: not a readable video"),
+        ("truncated_mkv", 415, "cut.mkv: no frame could be decoded"),
+        ("photo", 415, "photo.mp4: only 1 decodable frame(s), a video needs 2"),
+        ("unknown_codec", 415, "zzzz.mp4: video stream in an unknown codec"),
     ],
 )
 def test_files_that_do_not_decode_are_refused(predictor, clips, tmp_path, clip, status, message):
@@ -140,21 +161,30 @@ def test_files_that_do_not_decode_are_refused(predictor, clips, tmp_path, clip, 
         assert check(client, clips["face"])["result"]["status"] == "ok", "server stopped serving"
 
 
-@pytest.mark.parametrize(
-    ("clip", "status", "error"),
-    [("noise", "no_face", "noise.mp4: no face found"), ("truncated_mkv", "no_frames", "cut.mkv")],
-)
-def test_videos_that_cannot_be_scored_end_with_a_status(
-    predictor, clips, tmp_path, clip, status, error
-):
+def test_a_video_that_cannot_be_scored_ends_with_a_status(predictor, clips, tmp_path):
     with running_app(predictor, tmp_path) as client:
-        job = check(client, clips[clip])
+        job = check(client, clips["noise"])
         assert job["state"] == "done"
         result = job["result"]
-        assert (result["status"], result["verdict"], result["probability"]) == (status, None, None)
-        assert result["error"].startswith(error) and str(tmp_path) not in result["error"]
+        assert (result["status"], result["verdict"], result["probability"]) == ("no_face", None,
+                                                                                 None)  # fmt: skip
+        assert result["error"].startswith("noise.mp4: no face found")
+        assert str(tmp_path) not in result["error"]
         report = client.get(f"/api/jobs/{job['id']}/report")
         assert report.status_code == 200 and "could not score" in report.text
+
+
+def test_a_model_that_outputs_nan_gives_model_error_not_a_verdict(nonfinite_models, clips,
+                                                                  tmp_path):  # fmt: skip
+    nan_predictor = Predictor(nonfinite_models["nan"], device="cpu", frames=4)
+    with running_app(nan_predictor, tmp_path) as client:
+        job = check(client, clips["face"])
+        result = job["result"]
+        assert job["state"] == "done" and result["status"] == "model_error"
+        assert (result["probability"], result["verdict"], result["frames"]) == (None, None, [])
+        assert "not a number" in result["error"]
+        report = client.get(f"/api/jobs/{job['id']}/report").text
+        assert "could not score" in report and "model_error" in report
 
 
 def test_a_form_without_a_file_is_422(predictor, tmp_path):
@@ -236,6 +266,42 @@ def test_token_is_required_on_every_api_call(predictor, clips, tmp_path):
         assert "HTTPBearer" in schema["components"]["securitySchemes"]
 
 
+def test_requests_must_name_this_server_and_come_from_its_own_origin(predictor, clips, tmp_path):
+    with running_app(predictor, tmp_path) as client:
+        job_id = check(client, clips["face"])["id"]
+        # DNS rebinding: attacker.example now resolves to 127.0.0.1, and the browser says so.
+        for host in ("attacker.example", "attacker.example:8000", "127.0.0.1.nip.io:8000"):
+            rebound = client.get(f"/api/jobs/{job_id}", headers={"Host": host})
+            assert rebound.status_code == 400, host
+            assert "does not name this server" in rebound.json()["detail"]
+            assert "result" not in rebound.text
+        for host in ("127.0.0.1:8000", "localhost:8000", "LOCALHOST", "[::1]:8000"):
+            assert client.get("/healthz", headers={"Host": host}).status_code == 200, host
+        # A form on another site posting here, or a sandboxed frame (Origin: null).
+        for origin in ("https://attacker.example", "null", "http://127.0.0.1:9999"):
+            refused = upload(client, clips["face"], Origin=origin)
+            assert refused.status_code == 403, origin
+            assert "cross-origin request" in refused.json()["detail"]
+        assert upload(client, clips["face"], Origin=BASE_URL).status_code == 202, "the page's own"
+        assert upload(client, clips["face"]).status_code == 202, "curl sends no Origin"
+    exposed = {"host": "0.0.0.0", "token": TOKEN, "allowed_hosts": ["deepfake.lan"]}
+    with running_app(predictor, tmp_path, **exposed) as client:
+        for host, status in {"192.168.1.20:8000": 200, "deepfake.lan": 200, "[fe80::1]": 200,
+                             "attacker.example": 400}.items():  # fmt: skip
+            assert client.get("/healthz", headers={"Host": host}).status_code == status, host
+
+
+def test_host_names_follow_the_listen_address():
+    loopback = host_names("127.0.0.1")
+    assert [loopback(h) for h in ("127.0.0.1", "localhost", "::1", "10.0.0.2", "x.lan")] == [
+        True, True, True, False, False]  # fmt: skip
+    own_address = host_names("10.0.0.2", ["box.lan"])
+    assert [own_address(h) for h in ("10.0.0.2", "box.lan", "10.0.0.3", "localhost")] == [
+        True, True, False, False]  # fmt: skip
+    everywhere = host_names("::")
+    assert everywhere("fe80::1") and everywhere("localhost") and not everywhere("evil.example")
+
+
 def test_exposed_address_without_token_is_refused():
     with pytest.raises(ServeError, match=r"refusing to listen on 0\.0\.0\.0 without --token"):
         serve(Path("no-such-model"), host="0.0.0.0")
@@ -248,6 +314,28 @@ def test_exposed_address_without_token_is_refused():
         create_app(object(), queue=0)
     with pytest.raises(ServeError, match="must not be empty"):
         create_app(object(), token="")
+    with pytest.raises(ServeError, match="upload_timeout_s must be positive"):
+        create_app(object(), upload_timeout_s=0)
+
+
+class FailingPredictor(GatedPredictor):
+    """The real predictor, but judging fails with a message that names server paths."""
+
+    def predict(self, path: Path, keep_crops: bool = False):
+        raise RuntimeError(f"cannot read {path} beside /srv/models/secret/model.safetensors")
+
+
+def test_no_server_path_reaches_a_client(predictor, clips, tmp_path, tiny_model):
+    with running_app(predictor, tmp_path) as client:
+        job = check(client, clips["face"])
+        report = client.get(f"/api/jobs/{job['id']}/report").text
+        assert str(tiny_model) not in report and str(tmp_path) not in report
+        assert f"meso4 (64 px input), weights sha256 {predictor.model_digest}" in report
+        assert re.fullmatch(r"[0-9a-f]{12}", predictor.model_digest)
+    with running_app(FailingPredictor(predictor), tmp_path) as client:
+        job = check(client, clips["face"])
+        assert job["state"] == "failed"
+        assert job["error"] == ("face.mp4: cannot read face.mp4 beside <server path>"), job["error"]
 
 
 def test_client_file_name_never_becomes_a_path(predictor, clips, tmp_path):
@@ -286,3 +374,167 @@ def test_openapi_schema_documents_the_api(predictor, tmp_path):
     job = schema["components"]["schemas"]["JobStatus"]
     assert {"id", "state", "submitted", "finished", "result"} <= job["properties"].keys()
     assert "securitySchemes" not in schema.get("components", {})
+
+
+@contextmanager
+def live_server(app, **limits) -> Iterator[str]:
+    """The app under uvicorn (with `server_config`'s limits) in a thread on a free loopback
+    port; yields its base URL."""
+    config = server_config(app, "127.0.0.1", 0, log_level="warning", **limits)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def upload_request(url: str, video: bytes) -> tuple[bytes, bytes]:
+    """The head and body of a multipart upload of `video`, as a client sends them."""
+    request = httpx.Request("POST", f"{url}/api/jobs", files={"file": ("clip.mp4", video)})
+    body = request.read()
+    lines = ["POST /api/jobs HTTP/1.1", f"Host: {request.url.netloc.decode()}",
+             f"Content-Type: {request.headers['content-type']}",
+             f"Content-Length: {len(body)}"]  # fmt: skip
+    return ("\r\n".join(lines) + "\r\n\r\n").encode(), body
+
+
+def slow_client(url: str, pieces: Iterable[bytes], pause_s: float, give_up_s: float):
+    """Send `pieces` one per `pause_s` on a raw connection until the server closes it; returns
+    how long the server took to close it (None: still open after `give_up_s`) and its answer."""
+    host, port = url.removeprefix("http://").split(":")
+    start, answer = time.monotonic(), b""
+    with socket.create_connection((host, int(port))) as connection:
+        connection.settimeout(pause_s)
+        for piece in pieces:
+            if time.monotonic() - start > give_up_s:
+                return None, answer
+            try:
+                connection.sendall(piece)
+                received = connection.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:  # reset by the server
+                return time.monotonic() - start, answer
+            if not received:
+                return time.monotonic() - start, answer
+            answer += received
+    return None, answer
+
+
+def test_slow_clients_cannot_keep_a_normal_upload_out(predictor, clips, tmp_path):
+    limits = {"header_timeout_s": 0.3, "max_connections": 16}
+    app = create_app(predictor, work_dir=tmp_path, queue=2, upload_timeout_s=3.0,
+                     header_timeout_s=limits["header_timeout_s"])  # fmt: skip
+    with live_server(app, **limits) as url:
+        face = clips["face"].read_bytes()
+        head, body = upload_request(url, face)
+        tens = [body[at : at + 10] for at in range(0, len(body), 10)]
+        tricklers = {
+            # two bodies at 100 B/s: under the floor rate, far from the 3 s upload timeout
+            "slow body 1": itertools.chain([head], tens),
+            "slow body 2": itertools.chain([head], tens),
+            "headers, then no body": itertools.chain([head], itertools.repeat(b"")),
+            "headers a byte at a time": (bytes([b]) for b in itertools.cycle(b"X-Pad: a\r\n")),
+        }
+        with ThreadPoolExecutor(len(tricklers)) as pool:
+            running = {name: pool.submit(slow_client, url, pieces, 0.1, 5.0)
+                       for name, pieces in tricklers.items()}  # fmt: skip
+            time.sleep(0.15)  # all four are connected and sending
+            normal = httpx.post(f"{url}/api/jobs", files={"file": ("face.mp4", face)})
+            assert normal.status_code == 202, normal.text
+            outcomes = {name: future.result() for name, future in running.items()}
+        for name, (closed_after, answer) in outcomes.items():
+            assert closed_after is not None and closed_after < 2.0, f"{name} was never dropped"
+            if "body" in name:
+                assert answer.startswith(b"HTTP/1.1 408"), (name, answer[:80])
+                assert b"too slow" in answer
+        job = httpx.get(f"{url}/api/jobs/{normal.json()['id']}").json()
+        assert job["state"] in {"queued", "running", "done"}
+
+
+def test_connections_are_capped_and_idle_ones_dropped(predictor, tmp_path):
+    limits = {"header_timeout_s": 0.3, "max_connections": 4}
+    app = create_app(predictor, work_dir=tmp_path, header_timeout_s=0.3)
+    with live_server(app, **limits) as url:
+        host, port = url.removeprefix("http://").split(":")
+        idle = [socket.create_connection((host, int(port))) for _ in range(4)]
+        try:
+            assert httpx.get(f"{url}/healthz").status_code == 503, "no cap on connections"
+            for connection in idle:  # each is dropped after the header timeout
+                connection.settimeout(2.0)
+                assert connection.recv(1) == b""
+        finally:
+            for connection in idle:
+                connection.close()
+        assert httpx.get(f"{url}/healthz").status_code == 200
+
+
+def grad_cam_images(report: str) -> list[str]:
+    return re.findall(r'<img src="(data:image/png;base64,[^"]+)" alt="Grad-CAM heatmap', report)
+
+
+def judged(client: TestClient, job_ids: list[str]) -> list[tuple[dict, list[str]]]:
+    """Each job's result and the Grad-CAM images of its report."""
+    results = [wait_for_job(client, job_id)["result"] for job_id in job_ids]
+    reports = [client.get(f"/api/jobs/{job_id}/report").text for job_id in job_ids]
+    return [(result, grad_cam_images(report)) for result, report in zip(results, reports,
+                                                                         strict=True)]  # fmt: skip
+
+
+class PassesInTheWorstOrder:
+    """Makes two threads' Grad-CAM passes through `layer` overlap in the order that mixes them
+    up: both enter the layer (so each thread's Grad-CAM hook is on it during both passes),
+    then one runs all the layer's forward hooks and only when it has moved on to the next
+    module does the other run them."""
+
+    def __init__(self, layer: torch.nn.Module, next_module: torch.nn.Module) -> None:
+        self.inside, self.first_left = threading.Barrier(2, timeout=30), threading.Event()
+        self.turn = threading.local()
+        self.handles = [layer.register_forward_pre_hook(self.enter),
+                        layer.register_forward_hook(self.wait_for_the_first, prepend=True),
+                        next_module.register_forward_pre_hook(self.leave)]  # fmt: skip
+
+    def enter(self, module, inputs) -> None:
+        if torch.is_grad_enabled():  # a Grad-CAM pass, not an inference one
+            self.turn.first = self.inside.wait() == 0
+
+    def wait_for_the_first(self, module, inputs, output) -> None:
+        if torch.is_grad_enabled() and not self.turn.first:
+            assert self.first_left.wait(timeout=30)
+
+    def leave(self, module, inputs) -> None:
+        if torch.is_grad_enabled() and self.turn.first:
+            self.first_left.set()
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def test_two_workers_explaining_different_clips_at_once_match_one_worker(
+    predictor, clips, tmp_path
+):
+    names = ["face", "other_face"]
+    with running_app(predictor, tmp_path, workers=1) as client:
+        alone = judged(client, [check(client, clips[name])["id"] for name in names])
+    modules = list(predictor.network.modules())
+    layer = gradcam_layer(predictor.network)
+    order = PassesInTheWorstOrder(layer, modules[modules.index(layer) + 1])
+    try:
+        with running_app(predictor, tmp_path, workers=2) as client:
+            accepted = [upload(client, clips[name]) for name in names]
+            together = judged(client, [response.json()["id"] for response in accepted])
+    finally:
+        order.remove()
+    for (result, heatmaps), (reference, reference_heatmaps) in zip(together, alone, strict=True):
+        assert result["probability"] == reference["probability"]
+        assert len(heatmaps) == len(reference_heatmaps) > 0
+        assert heatmaps == reference_heatmaps, "a worker's Grad-CAM used the other's pass"

@@ -9,15 +9,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from media import face_clip
-from test_serve import predictor  # noqa: F401  (the module fixture: a small trained model)
+from test_serve import live_server, predictor  # noqa: F401  (predictor: a module fixture)
 
 from deepfake_detect.serve import create_app
 
@@ -41,18 +38,8 @@ if CHROMIUM is None:
 @pytest.fixture(scope="module")
 def server_url(predictor, tmp_path_factory) -> Iterator[str]:  # noqa: F811
     """The app under uvicorn in a thread, on a free loopback port."""
-    app = create_app(predictor, work_dir=tmp_path_factory.mktemp("serve"))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with live_server(create_app(predictor, work_dir=tmp_path_factory.mktemp("serve"))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

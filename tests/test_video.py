@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 from media import (
@@ -11,6 +12,7 @@ from media import (
     set_display_rotation,
     still_clip,
     truncated_copy,
+    unknown_codec_clip,
     variable_rate_clip,
 )
 
@@ -19,6 +21,7 @@ from deepfake_detect.synth import camera_frames
 from deepfake_detect.video import (
     FrameTable,
     VideoError,
+    check_video,
     frame_table,
     iter_frames,
     probe,
@@ -125,8 +128,9 @@ def test_truncated_mp4_without_index_is_a_decode_error(tmp_path):
         (audio_only, "no_video_stream"),
         (lambda p: None, "missing"),
         (lambda p: p.mkdir(), "read_error"),
+        (unknown_codec_clip, "decode_error"),  # found by fuzz/run.py video
     ],
-    ids=["empty", "text", "audio-only", "missing", "a-folder"],
+    ids=["empty", "text", "audio-only", "missing", "a-folder", "unknown-codec"],
 )
 def test_bad_files_raise_a_status_and_name_the_file(tmp_path, make, status):
     path = tmp_path / "bad video ü.mp4"
@@ -135,6 +139,20 @@ def test_bad_files_raise_a_status_and_name_the_file(tmp_path, make, status):
         read_frames(path, frames_per_video=4)
     assert caught.value.status == status
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_check_video_wants_two_decodable_frames_not_a_still_image(tmp_path):
+    photo = tmp_path / "photo.mp4"
+    photo.write_bytes(cv2.imencode(".png", face_photo()[:64, :64])[1].tobytes())
+    assert probe(photo).n_frames == 1, "FFmpeg opens a PNG as a one-frame video"
+    with pytest.raises(VideoError, match=r"photo\.mp4: only 1 decodable frame\(s\)") as caught:
+        check_video(photo)
+    assert caught.value.status == "decode_error"
+    two = still_clip(tmp_path / "two.mp4", np.zeros((32, 32, 3), np.uint8), n_frames=2)
+    assert check_video(two).n_frames == 2
+    with pytest.raises(VideoError) as caught:
+        check_video(audio_only(tmp_path / "song.mp4"))
+    assert caught.value.status == "no_video_stream"
 
 
 def test_tiny_and_huge_frames(tmp_path):

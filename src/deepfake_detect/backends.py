@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.extras import import_extra
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ OUTPUT_NAME = "logits"
 Runner = Callable[[np.ndarray], np.ndarray]
 
 
-class BackendError(ValueError):
+class BackendError(DeepfakeDetectError, ValueError):
     """A backend that cannot run here (no GPU, no ONNX file or package); one line saying why."""
 
 

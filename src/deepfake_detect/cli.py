@@ -6,36 +6,74 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from deepfake_detect import __version__
-from deepfake_detect.dataset_layouts import ADAPTERS, DatasetError
-from deepfake_detect.faces import DETECTORS
-from deepfake_detect.preprocess import PreprocessError, VideoDataProcessor
+from deepfake_detect.dataset_layouts import ADAPTERS
+from deepfake_detect.errors import DeepfakeDetectError
+from deepfake_detect.faces import CROP_SHAPES, DETECTORS
+from deepfake_detect.preprocess import VideoDataProcessor
 from deepfake_detect.status import Status
 from deepfake_detect.video import MAX_PIXELS
 
 if TYPE_CHECKING:
     from deepfake_detect.inference import Predictor, VideoPrediction
 
+console = Console(stderr=True)
+
+
+class OneLineErrors(TyperGroup):
+    """Runs a command and turns the failures it expects into one line, never a traceback: the
+    project's own errors (exit 2, bad input or options) and the operating system's (exit 1, a
+    file that could not be read or written)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except DeepfakeDetectError as error:
+            raise fail_usage(str(error)) from None
+        except OSError as error:
+            raise fail(os_problem(error), code=1) from None
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     help="Tell whether a video of a face is real or a deepfake.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
+
+datasets_app = typer.Typer(
+    help="The supported datasets, and whether a download of one is complete.",
+    no_args_is_help=True,
+)
+app.add_typer(datasets_app, name="datasets")
 
 DatasetFormat = StrEnum("DatasetFormat", {name: name for name in ["auto", *ADAPTERS]})
 Detector = StrEnum("Detector", {name: name for name in DETECTORS})
+CropShape = StrEnum("CropShape", {name: name for name in CROP_SHAPES})
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    """Print one clear line and return the exit with `code`."""
+    console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=code)
 
 
 def fail_usage(message: str) -> typer.Exit:
     """Print one clear line and return the exit for bad usage (code 2)."""
-    console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=2)
+    return fail(message, code=2)
+
+
+def os_problem(error: OSError) -> str:
+    """`file: reason` for an operating-system error, in one line."""
+    reason = error.strerror or " ".join(str(error).split())
+    return f"{error.filename}: {reason}" if error.filename else reason
 
 
 def version_callback(show: bool) -> None:
@@ -86,6 +124,10 @@ def preprocess(
     margin: Annotated[
         float, typer.Option(min=0.0, max=2.0, help="Margin on each side, fraction of the box.")
     ] = 0.3,
+    crop_shape: Annotated[
+        CropShape,
+        typer.Option(help="square around the face, or its box stretched or padded to a square."),
+    ] = CropShape.square,
     faces_per_frame: Annotated[
         int | None, typer.Option(min=1, help="Keep at most N faces per frame, largest first.")
     ] = None,
@@ -115,38 +157,40 @@ def preprocess(
     splits: Annotated[
         Path | None, typer.Option(help="Folder with FF++'s train/val/test.json split files.")
     ] = None,
+    allow_outside_root: Annotated[
+        bool, typer.Option(help="Read files a CSV lists outside its folder (else refused).")
+    ] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar or summary.")] = False,
 ) -> None:
     """Sample frames, detect and crop faces, save .npy crops plus metadata.csv and crops.csv."""
-    try:
-        processor = VideoDataProcessor(
-            dataset_dirs,
-            output_dir,
-            dataset_format=dataset_format.value,
-            resume=resume,
-            use_face_detection=use_face_detection,
-            face_detector=face_detector.value,
-            frame_sampling_rate=frame_sampling_rate,
-            frames_per_video=frames_per_video,
-            max_frames=max_frames,
-            crop_size=crop_size,
-            margin=margin,
-            faces_per_frame=faces_per_frame,
-            detect_size=detect_size,
-            scan_every=scan_every,
-            num_workers=num_workers,
-            max_pixels=max_pixels,
-            limit=limit,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            seed=seed,
-            splits_dir=splits,
-            progress=not quiet,
-            console=console,
-        )
-        metadata = processor.run()
-    except (PreprocessError, DatasetError) as error:
-        raise fail_usage(str(error)) from None
+    processor = VideoDataProcessor(
+        dataset_dirs,
+        output_dir,
+        dataset_format=dataset_format.value,
+        resume=resume,
+        use_face_detection=use_face_detection,
+        face_detector=face_detector.value,
+        frame_sampling_rate=frame_sampling_rate,
+        frames_per_video=frames_per_video,
+        max_frames=max_frames,
+        crop_size=crop_size,
+        margin=margin,
+        crop_shape=crop_shape.value,
+        faces_per_frame=faces_per_frame,
+        detect_size=detect_size,
+        scan_every=scan_every,
+        num_workers=num_workers,
+        max_pixels=max_pixels,
+        limit=limit,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        splits_dir=splits,
+        allow_outside_root=allow_outside_root,
+        progress=not quiet,
+        console=console,
+    )
+    metadata = processor.run()
     ok = int((metadata.status == Status.OK).sum())
     console.print(f"{ok}/{len(metadata)} videos ok; tables in {output_dir}", highlight=False)
 
@@ -169,17 +213,14 @@ def synth(
     """Make a labelled synthetic dataset (self-blends and face swaps of real faces)."""
     from rich.progress import Progress
 
-    from deepfake_detect.synth import SynthError, generate_dataset
+    from deepfake_detect.synth import generate_dataset
 
-    try:
-        with Progress(console=console, disable=quiet) as bar:
-            task = bar.add_task("synth clips", total=videos)
-            manifest = generate_dataset(
-                output_dir, videos, seed, faces or (), size, fps, seconds, fake_fraction,
-                on_clip=lambda _path: bar.advance(task),
-            )  # fmt: skip
-    except SynthError as error:
-        raise fail_usage(str(error)) from None
+    with Progress(console=console, disable=quiet) as bar:
+        task = bar.add_task("synth clips", total=videos)
+        manifest = generate_dataset(
+            output_dir, videos, seed, faces or (), size, fps, seconds, fake_fraction,
+            on_clip=lambda _path: bar.advance(task),
+        )  # fmt: skip
     fakes = int(manifest.label.sum())
     console.print(
         f"{len(manifest)} clips ({fakes} fake) in {output_dir}; "
@@ -262,10 +303,7 @@ def train(
     quiet: Annotated[bool, typer.Option(help="No progress bars or tables.")] = False,
 ) -> None:
     """Train a detector on stage-1 crops; write checkpoints, logs and the model artifact."""
-    from deepfake_detect.artifact import ArtifactError
-    from deepfake_detect.models import ModelError
     from deepfake_detect.training import TrainConfig, TrainError, run_training
-    from deepfake_detect.training_data import DataError
 
     given = {
         name: value
@@ -273,17 +311,14 @@ def train(
         if name not in {"config", "quiet"}
         and ctx.get_parameter_source(name).name != "DEFAULT"  # typer bundles its own click
     } | {"progress": not quiet}
-    try:
-        if config is not None:
-            options = TrainConfig.from_yaml(config, **given)
-        else:
-            defaults = {k: v for k, v in ctx.params.items() if k not in {"config", "quiet"}}
-            if train is None or output_dir is None:
-                raise TrainError("give --train and --output-dir (or a --config that sets them)")
-            options = TrainConfig(**(defaults | given))
-        result = run_training(options, console)
-    except (TrainError, DataError, ModelError, ArtifactError) as error:
-        raise fail_usage(str(error)) from None
+    if config is not None:
+        options = TrainConfig.from_yaml(config, **given)
+    else:
+        defaults = {k: v for k, v in ctx.params.items() if k not in {"config", "quiet"}}
+        if train is None or output_dir is None:
+            raise TrainError("give --train and --output-dir (or a --config that sets them)")
+        options = TrainConfig(**(defaults | given))
+    result = run_training(options, console)
     video = result.metrics
     console.print(
         f"model artifact: {result.artifact_dir}  (val video AUC {video['auc']:.4f}, "
@@ -307,8 +342,12 @@ def predict(
         int, typer.Option(min=1, help="At most this many samples, spread over the video.")
     ] = 600,
     aggregation: Annotated[
-        str, typer.Option(help="Frame scores to a person's: mean, median, max, vote, confident.")
-    ] = "mean",
+        str | None,
+        typer.Option(
+            help="Frame scores to a person's: mean, median, max, vote, confident, "
+            "dfdc_confident; or max_face_mean over each frame's faces [default: the model's]."
+        ),
+    ] = None,
     threshold: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Override the artifact's threshold.")
     ] = None,
@@ -338,11 +377,7 @@ def predict(
 ) -> None:
     """Judge videos: a verdict per video and per person, and the segments that look fake;
     exit 1 if some could not be scored."""
-    from deepfake_detect.artifact import ArtifactError
-    from deepfake_detect.backends import BackendError
-    from deepfake_detect.extras import MissingExtraError
     from deepfake_detect.inference import (
-        PredictError,
         Predictor,
         collect_videos,
         verdict_table,
@@ -350,15 +385,12 @@ def predict(
         write_json,
     )
 
-    try:
-        videos = collect_videos(inputs)
-        predictor = Predictor(
-            model, device=device, backend=backend, frames=frames, every=every or None,
-            max_frames=max_frames, aggregation=aggregation, threshold=threshold,
-            batch_size=batch_size, min_frames=min_frames, max_pixels=max_pixels,
-        )  # fmt: skip
-    except (PredictError, ArtifactError, BackendError, MissingExtraError) as error:
-        raise fail_usage(str(error)) from None
+    videos = collect_videos(inputs)
+    predictor = Predictor(
+        model, device=device, backend=backend, frames=frames, every=every or None,
+        max_frames=max_frames, aggregation=aggregation, threshold=threshold,
+        batch_size=batch_size, min_frames=min_frames, max_pixels=max_pixels,
+    )  # fmt: skip
     predictions = _judge_all(predictor, videos, keep_crops=report is not None)
     console.print(verdict_table(predictions))
     if json_path:
@@ -375,7 +407,8 @@ def predict(
 
         scored = [p for p in predictions if p.frames]
         if annotate_segments and scored and not scored[0].segments:
-            console.print(f"{scored[0].path}: no fake-looking segment; no video written")
+            message = f"{scored[0].path}: no fake-looking segment; no video written"
+            console.print(escape(message), highlight=False)
         elif scored:
             annotate_video(scored[0], annotate, segments_only=annotate_segments)
             console.print(f"annotated video: {annotate}", highlight=False)
@@ -420,7 +453,9 @@ def evaluate(
         Path | None, typer.Option(help="FF++ official split files, for raw FF++.")
     ] = None,
     frames: Annotated[int, typer.Option(min=1, help="Frames per raw video.")] = 32,
-    aggregation: Annotated[str, typer.Option(help="mean, median, max, vote, confident.")] = "mean",
+    aggregation: Annotated[
+        str | None, typer.Option(help="As for predict [default: the model's].")
+    ] = None,
     threshold: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Override the artifact's threshold.")
     ] = None,
@@ -428,38 +463,26 @@ def evaluate(
     backend: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     min_frames: Annotated[int, typer.Option(min=1)] = 1,
+    allow_outside_root: Annotated[
+        bool, typer.Option(help="Read files a CSV lists outside its folder (else refused).")
+    ] = False,
     quiet: Annotated[bool, typer.Option(help="No progress or tables.")] = False,
 ) -> None:
     """Score a labelled set: AUC, EER, AP, accuracy, log loss, confusion, per method, plots."""
-    from deepfake_detect.artifact import ArtifactError
-    from deepfake_detect.backends import BackendError
-    from deepfake_detect.dataset_layouts import DatasetError
     from deepfake_detect.evaluate import evaluate as run_evaluation
-    from deepfake_detect.extras import MissingExtraError
-    from deepfake_detect.inference import PredictError, Predictor
-    from deepfake_detect.training_data import DataError
+    from deepfake_detect.inference import Predictor
 
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        predictor = Predictor(  # exactly --frames per raw video, as stage 1 samples them
-            model, device=device, backend=backend, frames=frames, every=None,
-            aggregation=aggregation, threshold=threshold, batch_size=batch_size,
-            min_frames=min_frames,
-        )  # fmt: skip
-        result = run_evaluation(
-            data, predictor, output_dir, dataset_format=dataset_format.value, split=split,
-            splits_dir=splits_dir, progress=not quiet, console=console,
-        )  # fmt: skip
-    except (
-        DataError,
-        DatasetError,
-        PredictError,
-        ArtifactError,
-        BackendError,
-        MissingExtraError,
-        OSError,
-    ) as error:
-        raise fail_usage(str(error)) from None
+    output_dir.mkdir(parents=True, exist_ok=True)
+    predictor = Predictor(  # exactly --frames per raw video, as stage 1 samples them
+        model, device=device, backend=backend, frames=frames, every=None,
+        aggregation=aggregation, threshold=threshold, batch_size=batch_size,
+        min_frames=min_frames,
+    )  # fmt: skip
+    result = run_evaluation(
+        data, predictor, output_dir, dataset_format=dataset_format.value, split=split,
+        splits_dir=splits_dir, allow_outside_root=allow_outside_root, progress=not quiet,
+        console=console,
+    )  # fmt: skip
     console.print(f"evaluation: {result.output_dir / 'evaluation.json'}", highlight=False)
 
 
@@ -472,18 +495,41 @@ def export(
     output: Annotated[Path | None, typer.Option(help="Where to write [default: beside].")] = None,
 ) -> None:
     """Export a model for other runtimes (ONNX, checked against torch within 1e-4)."""
-    from deepfake_detect.artifact import ArtifactError
-    from deepfake_detect.backends import BackendError
-    from deepfake_detect.export import ExportError, export_onnx
-    from deepfake_detect.extras import MissingExtraError
+    from deepfake_detect.export import export_onnx
 
     if not onnx:
         raise fail_usage("choose a format: --onnx")
-    try:
-        path = export_onnx(model, output)
-    except (ArtifactError, ExportError, BackendError, MissingExtraError) as error:
-        raise fail_usage(str(error)) from None
+    path = export_onnx(model, output)
     console.print(f"ONNX model: {path} (predict with --backend onnx)", highlight=False)
+
+
+@app.command("import")
+def import_model(
+    detector: Annotated[str, typer.Argument(help="Which published detector: sbi, dfdc or gend.")],
+    checkpoints: Annotated[
+        list[Path],
+        typer.Argument(help="Its checkpoint file(s) as its authors publish them, or a folder."),
+    ],
+    output_dir: Annotated[Path, typer.Option(help="Where the model artifact is written.")],
+    face_detector: Annotated[
+        Detector | None,
+        typer.Option(help="Stage-1 detector [default: the closest to the authors' one]."),
+    ] = None,
+) -> None:
+    """Convert a published detector's checkpoints into a model artifact (no pickle in it)."""
+    from deepfake_detect.published import import_detector
+
+    path = import_detector(
+        detector, checkpoints, output_dir, face_detector.value if face_detector else None
+    )
+    from deepfake_detect.artifact import read_artifact
+
+    provenance = read_artifact(path)[0].provenance
+    lines = [f"model artifact: {path.parent}", f"source: {provenance.source}",
+             f"licence: {provenance.licence}", f"reported by its authors: {provenance.reported}",
+             "what still differs from the authors' pipeline:",
+             *(f"  - {difference}" for difference in provenance.differences)]  # fmt: skip
+    console.print(escape("\n".join(lines)), highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -505,26 +551,29 @@ def serve(
         float, typer.Option(min=0.1, help="Finished jobs and their files are deleted after.")
     ] = 60,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(help="Another name the server answers to in Host (repeatable)."),
+    ] = None,
+    upload_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds an upload may take (at 16 kB/s or more).")
+    ] = 1800,
+    max_connections: Annotated[
+        int, typer.Option(min=2, help="Open connections at once; requests beyond get 503.")
+    ] = 32,
 ) -> None:
     """Check videos in the browser: a local web page and REST API over predict."""
-    from deepfake_detect.artifact import ArtifactError
-    from deepfake_detect.backends import BackendError
-    from deepfake_detect.extras import MissingExtraError, require_extra
-    from deepfake_detect.inference import PredictError
+    from deepfake_detect.extras import require_extra
 
-    try:
-        require_extra("serve", "deepfake-detect serve")
-        from deepfake_detect.serve import ServeError
-        from deepfake_detect.serve import serve as run_server
-    except MissingExtraError as error:
-        raise fail_usage(str(error)) from None
-    try:
-        run_server(
-            model, host=host, port=port, workers=workers, max_upload_mb=max_upload_mb,
-            queue=queue, token=token, retention_s=retention_minutes * 60, device=device,
-        )  # fmt: skip
-    except (ServeError, ArtifactError, PredictError, BackendError) as error:
-        raise fail_usage(str(error)) from None
+    require_extra("serve", "deepfake-detect serve")
+    from deepfake_detect.serve import serve as run_server
+
+    run_server(
+        model, host=host, port=port, workers=workers, max_upload_mb=max_upload_mb,
+        queue=queue, token=token, retention_s=retention_minutes * 60, device=device,
+        allowed_hosts=allowed_host or (), upload_timeout_s=upload_timeout,
+        max_connections=max_connections,
+    )  # fmt: skip
 
 
 @app.command()
@@ -544,3 +593,63 @@ def demo(
     result = run_demo(output_dir, quick=quick, fresh=fresh, seed=seed, console=console)
     auc = result.evaluation.summary["video"]["auc"]
     console.print(f"\ndemo done: test video AUC {auc:.3f}; report {result.report}", highlight=False)
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """Each supported dataset: what it holds, its size, its terms, where to request it."""
+    from deepfake_detect.dataset_catalog import catalog_table
+
+    Console().print(catalog_table())
+
+
+@datasets_app.command("check")
+def datasets_check(
+    dataset_dir: Annotated[Path, typer.Argument(help="A downloaded dataset (or its CSV list).")],
+    dataset_format: Annotated[
+        DatasetFormat, typer.Option(help="Layout of the dataset; auto detects it as stage 1 does.")
+    ] = DatasetFormat.auto,
+    sample: Annotated[
+        int | None, typer.Option(min=1, help="Probe only N videos drawn at random [default: all].")
+    ] = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="Write path, size and SHA-256 of every file here (CSV).")
+    ] = None,
+    verify: Annotated[
+        Path | None, typer.Option(help="Compare every file with a manifest written elsewhere.")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write every finding as JSON.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Count a download against the official contents and probe its videos: exit 0 when
+    complete, 1 when usable with gaps."""
+    import json
+    from dataclasses import asdict
+
+    from deepfake_detect.dataset_check import (
+        check_dataset,
+        check_findings,
+        check_summary,
+        check_table,
+        progress_tracker,
+        verify_manifest,
+        write_manifest,
+    )
+
+    tracker = None if quiet else progress_tracker(console)
+    check = check_dataset(dataset_dir, dataset_format.value, sample, tracker=tracker)
+    if verify:
+        check.manifest = verify_manifest(dataset_dir, verify, tracker)
+    if manifest:
+        count = write_manifest(dataset_dir, manifest, tracker)
+        console.print(escape(f"manifest of {count} files: {manifest}"), highlight=False)
+    Console().print(check_table(check))
+    for line in check_findings(check):
+        console.print(escape(line), highlight=False, soft_wrap=True)
+    if json_path:
+        document = asdict(check) | {"complete": check.complete}
+        json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    console.print(escape(check_summary(check)), highlight=False)
+    raise typer.Exit(code=0 if check.complete else 1)

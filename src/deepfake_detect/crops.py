@@ -10,22 +10,23 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
-from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
+from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.faces import (
+    CROP_SHAPES,
     DETECTORS,
     Box,
     FaceDetector,
     create_detector,
-    crop_face,
     detect_in_frames,
     letterbox,
     track_faces,
@@ -39,7 +40,7 @@ Item = TypeVar("Item")
 STAGE1_SETTINGS = "preprocess.json"
 
 
-class CropSettingsError(ValueError):
+class CropSettingsError(DeepfakeDetectError, ValueError):
     """A stage-1 settings file that cannot be read into a CropConfig; one line naming it."""
 
 
@@ -58,12 +59,16 @@ class CropConfig:
     faces_per_frame: int | None = None
     detect_size: int = 640
     scan_every: int = 8
+    crop_shape: str = "square"
 
     def __post_init__(self) -> None:
         check_field_types(self)
         if self.face_detector not in DETECTORS:
             known = ", ".join(DETECTORS)
             raise ValueError(f"unknown face detector {self.face_detector!r}; known: {known}")
+        if self.crop_shape not in CROP_SHAPES:
+            known = ", ".join(CROP_SHAPES)
+            raise ValueError(f"unknown crop shape {self.crop_shape!r}; known: {known}")
         for name in (
             "frames_per_video", "frame_sampling_rate", "max_frames", "faces_per_frame", "scan_every"
         ):  # fmt: skip
@@ -148,10 +153,17 @@ class FaceCrops:
         return len({r["frame_index"] for r in self.records})
 
 
-@cache
+_PER_THREAD = threading.local()
+
+
 def _detector(name: str) -> FaceDetector:
-    """One detector per process, built on first use."""
-    return create_detector(name)
+    """One detector per thread, built on first use: dlib's keeps scratch buffers between
+    calls, so two threads sharing one (serve --workers 2) get each other's detections or
+    crash."""
+    detectors = _PER_THREAD.__dict__.setdefault("detectors", {})
+    if name not in detectors:
+        detectors[name] = create_detector(name)
+    return detectors[name]
 
 
 def _select_faces(images: Iterable[np.ndarray], config: CropConfig) -> Iterator[list[Box]]:
@@ -183,7 +195,7 @@ def _with_faces(frames: Iterable[Frame], config: CropConfig) -> Iterator[tuple[F
 
 def _crop(image: np.ndarray, box: Box, config: CropConfig) -> np.ndarray:
     if config.use_face_detection:
-        return crop_face(image, box, config.margin, config.crop_size)
+        return CROP_SHAPES[config.crop_shape](image, box, config.margin, config.crop_size)
     return letterbox(image, config.crop_size)
 
 

@@ -18,6 +18,8 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from deepfake_detect.errors import DeepfakeDetectError
+from deepfake_detect.status import Status
 from deepfake_detect.video import VIDEO_EXTENSIONS, is_video_file
 
 SPLITS = ("train", "val", "test")
@@ -41,7 +43,7 @@ _FORMAT_CLUES = (
 )
 
 
-class DatasetError(ValueError):
+class DatasetError(DeepfakeDetectError, ValueError):
     """A dataset that cannot be read as asked; the message is one line naming the file and fault."""
 
 
@@ -57,6 +59,16 @@ class VideoItem:
     split: str | None
     method: str = ""
     missing: bool = False
+    outside_root: bool = False
+
+    def unavailable(self) -> tuple[Status, str] | None:
+        """Why this video is not read, when it is not: its status and a one-line error."""
+        if self.outside_root:
+            return Status.OUTSIDE_ROOT, (f"{self.path}: outside the CSV's folder; refused "
+                                         "(--allow-outside-root reads it)")  # fmt: skip
+        if self.missing:
+            return Status.MISSING, f"{self.path}: listed by the dataset but not on disk"
+        return None
 
 
 # --- ids and paths -------------------------------------------------------------------------------
@@ -73,6 +85,18 @@ def _relative_parts(root: Path, path: Path) -> tuple[str, ...]:
         return Path(os.path.relpath(_absolute(path), _absolute(root))).parts
     except ValueError:  # another drive on Windows
         return _absolute(path).parts[1:]
+
+
+def _is_inside(folder: Path, path: Path) -> bool:
+    """Whether absolute `path` names a file under absolute `folder` (by name: `..` is
+    resolved, symbolic links are not)."""
+    return path != folder and os.path.commonpath([folder, path]) == str(folder)
+
+
+def _listed_inside(root: Path, relative: str, where: str) -> None:
+    """Refuse a file that a dataset's own list (not a user's CSV) names outside its folder."""
+    if not _is_inside(_absolute(root), _absolute(root / relative)):
+        raise DatasetError(f"{where}: {relative!r} is not a file inside {_absolute(root)}")
 
 
 def _digest(text: str) -> str:
@@ -108,7 +132,7 @@ def _iter_videos(folder: Path) -> Iterator[Path]:
             yield path
 
 
-def _find_videos(folder: Path) -> list[Path]:
+def find_videos(folder: Path) -> list[Path]:
     """Video files anywhere under `folder`, sorted; hidden files and folders are skipped."""
     return sorted(_iter_videos(folder)) if folder.is_dir() else []
 
@@ -129,10 +153,17 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
+def _read_text(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"{file}: not UTF-8 text ({_one_line(error)})") from None
+
+
 def _load_json(file: Path) -> object:
     try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return json.loads(_read_text(file))
+    except json.JSONDecodeError as error:
         raise DatasetError(f"{file}: not valid JSON ({_one_line(error)})") from error
 
 
@@ -204,7 +235,7 @@ def scan_folders(root: Path) -> list[VideoItem]:
     overrides = _read_manifest(root)
     items = []
     for folder, label in labelled:
-        for path in _find_videos(folder):
+        for path in find_videos(folder):
             inner = path.relative_to(folder).parts
             method = inner[0] if label == 1 and len(inner) > 1 else ""
             item = VideoItem(
@@ -251,7 +282,7 @@ def _smallest_connected(id_lists: Iterable[list[str]]) -> dict[str, str]:
     return {x: find(x) for x in parent}
 
 
-def _read_ffpp_splits(splits_dir: Path) -> dict[str, str]:
+def read_ffpp_splits(splits_dir: Path) -> dict[str, str]:
     """Id -> split from FF++'s official train.json, val.json, test.json (lists of id pairs)."""
     split_of: dict[str, str] = {}
     for split in SPLITS:
@@ -277,7 +308,7 @@ def scan_ffpp(root: Path, splits_dir: Path | None = None) -> list[VideoItem]:
     videos += [(path, 1, path.parts[-4]) for path in _ffpp_videos(root / "manipulated_sequences")]
     ids_of = {path: _ffpp_ids(path.stem) for path, _, _ in videos}
     group_of = _smallest_connected(ids_of.values())
-    split_of = _read_ffpp_splits(splits_dir) if splits_dir is not None else {}
+    split_of = read_ffpp_splits(splits_dir) if splits_dir is not None else {}
     items = []
     for path, label, method in videos:
         splits = {split_of.get(x) for x in ids_of[path]}
@@ -295,7 +326,7 @@ def scan_ffpp(root: Path, splits_dir: Path | None = None) -> list[VideoItem]:
 def _read_celebdf_test_list(file: Path) -> dict[str, int]:
     """Relative path -> project label; the list writes 1 for REAL, so it is inverted here."""
     listed = {}
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(_read_text(file).splitlines(), start=1):
         if not line.strip():
             continue
         flag, _, relative = line.strip().partition(" ")
@@ -303,6 +334,7 @@ def _read_celebdf_test_list(file: Path) -> dict[str, int]:
             raise DatasetError(
                 f"{file}: line {number}: expected '<1|0> <folder>/<video>', got {line!r}"
             )
+        _listed_inside(file.parent, relative.strip(), f"{file}: line {number}")
         listed[relative.strip()] = 1 - int(flag)
     return listed
 
@@ -327,7 +359,7 @@ def scan_celebdf(root: Path) -> list[VideoItem]:
     on_disk = {
         path.relative_to(root).as_posix(): label
         for folder, label in CELEBDF_FOLDER_LABELS.items()
-        for path in _find_videos(root / folder)
+        for path in find_videos(root / folder)
     }
     list_file = root / CELEBDF_TEST_LIST
     listed = _read_celebdf_test_list(list_file) if list_file.is_file() else None
@@ -348,6 +380,7 @@ def scan_celebdf(root: Path) -> list[VideoItem]:
 def _dfdc_item(root: Path, part: Path, name: str, entry: object) -> VideoItem:
     if not isinstance(entry, dict) or str(entry.get("label")).upper() not in ("REAL", "FAKE"):
         raise DatasetError(f"{part / DFDC_METADATA}: {name}: label is not REAL or FAKE")
+    _listed_inside(part, name, f"{part / DFDC_METADATA}")
     label = int(str(entry["label"]).upper() == "FAKE")
     path = part / name
     original = entry.get("original") if label else None
@@ -358,18 +391,22 @@ def _dfdc_item(root: Path, part: Path, name: str, entry: object) -> VideoItem:
     return VideoItem(path, make_video_id(root, path), "dfdc", label, group, split, method, missing)
 
 
+def dfdc_parts(root: Path) -> list[Path]:
+    """The DFDC part folders of `root`: itself when it holds metadata.json, else its subfolders
+    that do."""
+    if (root / DFDC_METADATA).is_file():
+        return [root]
+    return [part for part in _subfolders(root) if (part / DFDC_METADATA).is_file()]
+
+
 def scan_dfdc(root: Path) -> list[VideoItem]:
     """DFDC part folders: every file listed in a part's metadata.json (absent ones as missing).
 
     `root` is one part or a folder of parts; videos not in metadata.json have no label and are
     skipped.
     """
-    if (root / DFDC_METADATA).is_file():
-        parts = [root]
-    else:
-        parts = [part for part in _subfolders(root) if (part / DFDC_METADATA).is_file()]
     items = []
-    for part in parts:
+    for part in dfdc_parts(root):
         entries = _load_json(part / DFDC_METADATA)
         if not isinstance(entries, dict):
             raise DatasetError(f"{part / DFDC_METADATA}: expected an object of file name -> entry")
@@ -392,15 +429,25 @@ def _csv_file(root: Path) -> Path:
     return found[0]
 
 
-def scan_csv(root: Path) -> list[VideoItem]:
-    """Rows `path,label[,split,group,method]` of a CSV; paths are relative to its folder."""
+def scan_csv(root: Path, allow_outside_root: bool = False) -> list[VideoItem]:
+    """Rows `path,label[,split,group,method]` of a CSV; paths are relative to its folder.
+
+    A path that leads outside that folder (`../`, an absolute path) is kept as a row marked
+    `outside_root` and never read, unless `allow_outside_root`: a CSV from someone else must
+    not make stage 1 read /etc/passwd. (Symbolic links inside the folder are followed: they
+    are the folder owner's choice.)
+    """
     file = _csv_file(root)
+    folder = _absolute(file.parent)
     items = []
     for index, row in enumerate(_read_table(file, ("path", "label")).to_dict("records")):
         where = f"{file}: line {index + 2}"
         if not row["path"]:
             raise DatasetError(f"{where}: empty path")
-        path = _absolute(file.parent / row["path"])
+        path = _absolute(folder / row["path"])
+        if path == folder:
+            raise DatasetError(f"{where}: path {row['path']!r} is the CSV's own folder")
+        refused = not allow_outside_root and not _is_inside(folder, path)
         item = VideoItem(
             path=path,
             video_id=make_video_id(file.parent, path),
@@ -409,7 +456,8 @@ def scan_csv(root: Path) -> list[VideoItem]:
             group=row.get("group") or path.stem,
             split=_parse_split(row.get("split", ""), where),
             method=row.get("method", ""),
-            missing=not path.is_file(),
+            missing=not refused and not path.is_file(),
+            outside_root=refused,
         )
         items.append(item)
     return items
@@ -468,12 +516,16 @@ def _with_unique_ids(items: list[VideoItem], id_root: Path) -> list[VideoItem]:
 
 
 def discover(
-    root: Path, dataset_format: str = "auto", splits_dir: Path | None = None
+    root: Path,
+    dataset_format: str = "auto",
+    splits_dir: Path | None = None,
+    allow_outside_root: bool = False,
 ) -> tuple[str, list[VideoItem]]:
     """Find a dataset's videos with the named adapter (or the detected one).
 
     Returns the format used and the items sorted by video_id. `splits_dir` (FF++ official
-    split files) is read for ffpp only, so one value can serve several dataset folders.
+    split files) is read for ffpp only, so one value can serve several dataset folders;
+    `allow_outside_root` lets a CSV list files outside its folder.
     """
     if dataset_format != "auto" and dataset_format not in ADAPTERS:
         known = ", ".join(["auto", *ADAPTERS])
@@ -484,6 +536,8 @@ def discover(
     used = detect_format(root) if dataset_format == "auto" else dataset_format
     if used == "ffpp" and splits_dir is not None:
         items = scan_ffpp(root, splits_dir=_absolute(splits_dir))
+    elif used == "csv":
+        items = scan_csv(root, allow_outside_root)
     else:
         items = ADAPTERS[used](root)
     if all(item.missing for item in items):

@@ -59,6 +59,7 @@ def evaluate(
     dataset_format: str = "auto",
     split: str | None = None,
     splits_dir: Path | None = None,
+    allow_outside_root: bool = False,
     progress: bool = True,
     console: Console | None = None,
 ) -> EvaluationResult:
@@ -73,6 +74,7 @@ def evaluate(
             an adapter name to read DATA as a raw dataset.
         split: only the videos of this split (train, val or test).
         splits_dir: FF++'s official split files (raw ffpp datasets only).
+        allow_outside_root: read the files a CSV dataset lists outside its own folder.
         progress: show a progress bar and print the metrics table.
         console: where progress and tables go (default: stderr).
 
@@ -90,7 +92,7 @@ def evaluate(
         source = PREPROCESSED
         videos, frames = _score_preprocessed(data, predictor, split, tracker)
     else:
-        source, items = _discover(data, dataset_format, splits_dir)
+        source, items = _discover(data, dataset_format, splits_dir, allow_outside_root)
         table = _select_split(_items_table(items), split, data)
         videos, frames = _score_raw(table, predictor, tracker)
     scored = videos.probability.notna()
@@ -112,10 +114,10 @@ def evaluate(
 
 
 def _discover(
-    data: Path, dataset_format: str, splits_dir: Path | None
+    data: Path, dataset_format: str, splits_dir: Path | None, allow_outside_root: bool
 ) -> tuple[str, list[VideoItem]]:
     try:
-        return discover(data, dataset_format, splits_dir)
+        return discover(data, dataset_format, splits_dir, allow_outside_root)
     except DatasetError as error:
         if dataset_format != "auto":
             raise
@@ -125,12 +127,14 @@ def _discover(
 
 
 def _items_table(items: list[VideoItem]) -> pd.DataFrame:
-    """A raw dataset's videos as rows like metadata.csv's (missing files get their status)."""
-    rows = [{"video_id": item.video_id, "path": str(item.path), "label": item.label,
-             "method": item.method, "split": item.split or "",
-             "status": Status.MISSING if item.missing else Status.OK,
-             "error": f"{item.path}: listed by the dataset but not on disk" if item.missing else ""}
-            for item in items]  # fmt: skip
+    """A raw dataset's videos as rows like metadata.csv's (missing files and refused rows get
+    their status)."""
+    rows = []
+    for item in items:
+        status, error = item.unavailable() or (Status.OK, "")
+        rows.append({"video_id": item.video_id, "path": str(item.path), "label": item.label,
+                     "method": item.method, "split": item.split or "", "status": status,
+                     "error": error})  # fmt: skip
     return pd.DataFrame(rows)
 
 

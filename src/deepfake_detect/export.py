@@ -23,6 +23,7 @@ from deepfake_detect.backends import (
     OUTPUT_NAME,
     onnx_session,
 )
+from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.extras import import_extra, require_extra
 from deepfake_detect.files import atomic_path
 
@@ -35,7 +36,7 @@ MIN_OPSET = 18
 TOLERANCE = 1e-4
 
 
-class ExportError(ValueError):
+class ExportError(DeepfakeDetectError, ValueError):
     """A model that cannot be exported or run as ONNX; one line saying why."""
 
 

@@ -10,6 +10,8 @@ import importlib
 import importlib.util
 from types import ModuleType
 
+from deepfake_detect.errors import DeepfakeDetectError
+
 # extra -> the modules it provides (import names, not distribution names)
 EXTRAS: dict[str, tuple[str, ...]] = {
     "serve": ("fastapi", "uvicorn", "multipart"),
@@ -17,7 +19,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 }
 
 
-class MissingExtraError(ValueError):
+class MissingExtraError(DeepfakeDetectError, ValueError):
     """A feature whose optional packages are not installed; says which extra to install."""
 
 

@@ -8,6 +8,7 @@ back to full resolution, where the crop is taken.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -275,6 +276,47 @@ def crop_face(image: np.ndarray, box: Box, margin: float, size: int) -> np.ndarr
     if sx1 > sx0 and sy1 > sy0:
         patch[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
     return _resize(patch, size, size)
+
+
+def crop_rectangle(image: np.ndarray, box: Box, margin: float) -> np.ndarray:
+    """The box grown by `margin` of its width on the left and right and of its height above and
+    below, clipped to the frame: the unpadded crop published detectors were trained on."""
+    height, width = image.shape[:2]
+    grow_x, grow_y = (box.x1 - box.x0) * margin, (box.y1 - box.y0) * margin
+    x0, y0 = max(0, math.floor(box.x0 - grow_x)), max(0, math.floor(box.y0 - grow_y))
+    x1 = min(width, max(x0 + 1, math.ceil(box.x1 + grow_x)))
+    y1 = min(height, max(y0 + 1, math.ceil(box.y1 + grow_y)))
+    return image[y0:y1, x0:x1]
+
+
+def crop_face_stretched(image: np.ndarray, box: Box, margin: float, size: int) -> np.ndarray:
+    """`crop_rectangle` stretched to `size` x `size` bilinearly, as Self-Blended Images does."""
+    return cv2.resize(crop_rectangle(image, box, margin), (size, size))
+
+
+def crop_face_padded(image: np.ndarray, box: Box, margin: float, size: int) -> np.ndarray:
+    """`crop_rectangle` with its longer side resized to `size` (area when shrinking, bicubic
+    when enlarging) and centred on black, as the DFDC winner does."""
+    patch = crop_rectangle(image, box, margin)
+    height, width = patch.shape[:2]
+    if width > height:
+        scale = size / width
+        new_w, new_h = size, max(1, int(height * scale))
+    else:
+        scale = size / height
+        new_w, new_h = max(1, int(width * scale)), size
+    interpolation = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
+    canvas = np.zeros((size, size, 3), dtype=np.uint8)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    canvas[top : top + new_h, left : left + new_w] = cv2.resize(
+        patch, (new_w, new_h), interpolation=interpolation
+    )
+    return canvas
+
+
+# How a face box becomes a crop: a square around it (this project's), or the published
+# detectors' rectangle, stretched or padded to a square.
+CROP_SHAPES = {"square": crop_face, "stretch": crop_face_stretched, "pad": crop_face_padded}
 
 
 def letterbox(image: np.ndarray, size: int) -> np.ndarray:

@@ -23,10 +23,18 @@ from rich.markup import escape
 from rich.table import Table
 from scipy.special import expit
 
-from deepfake_detect.artifact import ModelArtifact, load_artifact, read_artifact
-from deepfake_detect.backends import BACKENDS, Runner, onnx_runner, resolve_device, torch_runner
+from deepfake_detect.artifact import ModelArtifact, load_artifact, read_artifact, short_digest
+from deepfake_detect.backends import (
+    BACKENDS,
+    ONNX_FILE,
+    Runner,
+    onnx_runner,
+    resolve_device,
+    torch_runner,
+)
 from deepfake_detect.crops import extract_faces
-from deepfake_detect.metrics import AGGREGATIONS
+from deepfake_detect.errors import DeepfakeDetectError
+from deepfake_detect.metrics import AGGREGATIONS, FRAME_RULES
 from deepfake_detect.models import to_model_input
 from deepfake_detect.segments import Segment, describe, find_segments
 from deepfake_detect.status import Status
@@ -37,7 +45,7 @@ from deepfake_detect.video import MAX_PIXELS, VideoError, is_video_file
 MIN_TRACK_SHARE = 0.25
 
 
-class PredictError(ValueError):
+class PredictError(DeepfakeDetectError, ValueError):
     """Bad usage of predict (unknown option, no videos found); one clear line."""
 
 
@@ -136,7 +144,8 @@ class Predictor:
         every: seconds between samples in a long video (more samples than `frames` give);
             None samples `frames` only.
         max_frames: with `every`, at most this many samples, spread over the whole video.
-        aggregation: how frame scores become a person's score (metrics.AGGREGATIONS).
+        aggregation: how frame scores become a person's score (metrics.AGGREGATIONS), or a
+            rule over each frame's faces (metrics.FRAME_RULES); default the artifact's.
         threshold: decision threshold on the calibrated probability; default the artifact's.
         batch_size: crops per forward pass.
         min_frames: a video whose main person is seen in fewer frames is too_few_frames.
@@ -152,15 +161,12 @@ class Predictor:
         frames: int = 32,
         every: float | None = 1.0,
         max_frames: int = 600,
-        aggregation: str = "mean",
+        aggregation: str | None = None,
         threshold: float | None = None,
         batch_size: int = 64,
         min_frames: int = 1,
         max_pixels: int = MAX_PIXELS,
     ) -> None:
-        if aggregation not in AGGREGATIONS:
-            known = ", ".join(AGGREGATIONS)
-            raise PredictError(f"unknown aggregation {aggregation!r}; known: {known}")
         if backend not in BACKENDS:
             raise PredictError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
         if threshold is not None and not 0 <= threshold <= 1:
@@ -172,7 +178,7 @@ class Predictor:
         self.model_path = Path(model)
         self.network: torch.nn.Module | None = None
         self.device = resolve_device(device) if backend == "torch" else torch.device("cpu")
-        self.artifact, self.run_model = self._load(backend)
+        self.artifact, self.run_model, self.model_digest = self._load(backend)
         self.crop_config = replace(
             self.artifact.preprocessing,
             frames_per_video=frames,
@@ -180,17 +186,22 @@ class Predictor:
             max_frames=max_frames if every else None,
             every_seconds=every,
         )
-        self.aggregation = aggregation
+        self.aggregation = aggregation or self.artifact.aggregation
+        if self.aggregation not in AGGREGATIONS | FRAME_RULES:
+            known = ", ".join([*AGGREGATIONS, *FRAME_RULES])
+            raise PredictError(f"unknown aggregation {self.aggregation!r}; known: {known}")
         self.threshold = self.artifact.threshold if threshold is None else threshold
         self.batch_size, self.min_frames, self.max_pixels = batch_size, min_frames, max_pixels
 
-    def _load(self, backend: str) -> tuple[ModelArtifact, Runner]:
-        """The artifact and a runner for it; the torch network is kept for Grad-CAM."""
+    def _load(self, backend: str) -> tuple[ModelArtifact, Runner, str]:
+        """The artifact, a runner for it and the short hash of the file it scores with (a
+        report names the model by it, never by a path); the torch network is kept for
+        Grad-CAM."""
+        artifact, weights = read_artifact(self.model_path)
         if backend == "onnx":
-            artifact, weights = read_artifact(self.model_path)
-            return artifact, onnx_runner(weights.parent)
+            return artifact, onnx_runner(weights.parent), short_digest(weights.parent / ONNX_FILE)
         self.network, artifact = load_artifact(self.model_path)
-        return artifact, torch_runner(self.network, self.device)
+        return artifact, torch_runner(self.network, self.device), short_digest(weights)
 
     def score_crops(self, crops: np.ndarray) -> np.ndarray:
         """Logits of uint8 crops (N, S, S, 3), resized to the model's input, in batches."""
@@ -203,8 +214,9 @@ class Predictor:
         return np.concatenate(logits) if logits else np.zeros(0, np.float32)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """Calibrated fake probabilities (the artifact's temperature)."""
-        return expit(logits / self.artifact.temperature)
+        """Calibrated fake probabilities (the artifact's temperature); NaN where the model's
+        logit is not finite (NaN or inf), which `judge` turns into a model_error."""
+        return np.where(np.isfinite(logits), expit(logits / self.artifact.temperature), np.nan)
 
     def predict(
         self,
@@ -234,7 +246,10 @@ class Predictor:
                                                   "face_index", "x0", "y0", "x1", "y1")},
                              probability=float(p))
                   for r, p in zip(faces.records, probabilities, strict=True)]  # fmt: skip
-        judgement = self.judge(str(path), [f.face_index for f in frames], probabilities)
+        judgement = self.judge(str(path), [f.face_index for f in frames], probabilities,
+                               [f.frame_index for f in frames])  # fmt: skip
+        if judgement.status == Status.MODEL_ERROR:
+            frames = []  # no score of this model on this video can be trusted, nor shown
         info = faces.info
         video = {"fps": info.fps, "width": info.width, "height": info.height,
                  "duration": info.duration, "n_frames": info.n_frames, "rotation": info.rotation,
@@ -259,11 +274,25 @@ class Predictor:
         )  # fmt: skip
 
     def judge(
-        self, name: str, face_indices: Sequence[int], probabilities: Sequence[float]
+        self,
+        name: str,
+        face_indices: Sequence[int],
+        probabilities: Sequence[float],
+        frame_indices: Sequence[int] | None = None,
     ) -> Judgement:
         """Aggregate each person's (face track's) frame probabilities with the rule; the video
-        takes the highest of the tracks that count, and needs `min_frames` of its main person."""
-        rule = AGGREGATIONS[self.aggregation]
+        takes the highest of the tracks that count, and needs `min_frames` of its main person.
+
+        A frame rule instead scores the video from the crops of the tracks that count, frame
+        by frame (without `frame_indices` each crop is its own frame); persons get the mean.
+        A score that is not finite makes the video a model_error: no probability, no verdict.
+        """
+        if not np.isfinite(probabilities).all():
+            bad = int(np.count_nonzero(~np.isfinite(probabilities)))
+            message = (f"{name}: the model gave {bad} of {len(probabilities)} scores that are "
+                       "not a number (NaN or inf); its weights or input are broken")  # fmt: skip
+            return Judgement([], None, None, Status.MODEL_ERROR, message)
+        rule = AGGREGATIONS.get(self.aggregation, AGGREGATIONS["mean"])
         tracks: dict[int, list[float]] = {}
         for face, probability in zip(face_indices, probabilities, strict=True):
             tracks.setdefault(int(face), []).append(float(probability))
@@ -276,7 +305,14 @@ class Predictor:
         if longest < self.min_frames:
             message = f"{name}: a face in only {longest} frames (at least {self.min_frames} needed)"
             return Judgement(persons, None, None, "too_few_frames", message)
-        probability = max(p.probability for p in persons if p.counted)
+        if self.aggregation in FRAME_RULES:
+            counted = {p.face_index for p in persons if p.counted}
+            kept = [i for i, face in enumerate(face_indices) if int(face) in counted]
+            frames = kept if frame_indices is None else [frame_indices[i] for i in kept]
+            kept_probabilities = [probabilities[i] for i in kept]
+            probability = FRAME_RULES[self.aggregation](frames, kept_probabilities)
+        else:
+            probability = max(p.probability for p in persons if p.counted)
         verdict = "FAKE" if probability >= self.threshold else "REAL"
         return Judgement(persons, probability, verdict, Status.OK, "")
 

@@ -38,6 +38,9 @@ METRIC_NAMES = (
 LOG_LOSS_EPS = 1e-7
 VOTE_THRESHOLD = 0.5
 TEMPERATURE_BOUNDS = (0.05, 20.0)
+DFDC_FAKE_ABOVE, DFDC_REAL_BELOW, DFDC_MIN_FAKE_FRAMES = 0.8, 0.2, 11
+# A saturated sigmoid gives exactly 0 or 1; a threshold stays this far inside (0, 1).
+THRESHOLD_MARGIN = 1e-6
 
 
 def binary_metrics(
@@ -136,7 +139,7 @@ def choose_threshold(labels: ArrayLike, probabilities: ArrayLike) -> float:
     """The threshold that maximises balanced accuracy (Youden's J = TPR - FPR) on the ROC.
 
     Returns one of the observed probabilities (fake means at or above it), or 0.5 when a
-    class is missing.
+    class is missing; kept strictly between 0 and 1, as a model artifact requires.
     """
     y, p = _checked_probabilities(labels, probabilities)
     if not _has_both_classes(y):
@@ -144,7 +147,7 @@ def choose_threshold(labels: ArrayLike, probabilities: ArrayLike) -> float:
     fpr, tpr, thresholds = roc_curve(y, p)
     # Point 0 of sklearn's ROC is (0, 0) at an infinite threshold; keep real scores only.
     best = 1 + int(np.argmax(tpr[1:] - fpr[1:]))
-    return float(thresholds[best])
+    return float(np.clip(thresholds[best], THRESHOLD_MARGIN, 1 - THRESHOLD_MARGIN))
 
 
 def fit_temperature(labels: ArrayLike, logits: ArrayLike) -> float:
@@ -186,6 +189,21 @@ def confident_mean(probabilities: np.ndarray, power: float = 2.0) -> float:
     return float(np.average(probabilities, weights=weights))
 
 
+def dfdc_confident(probabilities: np.ndarray) -> float:
+    """The DFDC winner's rule (Seferbekov, 2020), as published with its weights.
+
+    More than 11 frames, and more than a 2.5th of them, above 0.8: the mean of those;
+    else, more than 90% of the frames below 0.2: the mean of those; else the plain mean.
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    sure_fake, sure_real = p[p > DFDC_FAKE_ABOVE], p[p < DFDC_REAL_BELOW]
+    if sure_fake.size > p.size // 2.5 and sure_fake.size > DFDC_MIN_FAKE_FRAMES:
+        return float(np.mean(sure_fake))
+    if sure_real.size > 0.9 * p.size:
+        return float(np.mean(sure_real))
+    return float(np.mean(p))
+
+
 AggregationRule = Callable[[np.ndarray], float]
 
 AGGREGATIONS: dict[str, AggregationRule] = {
@@ -194,7 +212,21 @@ AGGREGATIONS: dict[str, AggregationRule] = {
     "max": lambda p: float(np.max(p)),
     "vote": lambda p: float(np.mean(p >= VOTE_THRESHOLD)),
     "confident": confident_mean,
+    "dfdc_confident": dfdc_confident,
 }
+
+
+def max_face_mean(frame_indices: ArrayLike, probabilities: ArrayLike) -> float:
+    """Self-Blended Images' video score: in each frame the highest probability among its
+    faces, then the mean over frames."""
+    per_frame = pd.Series(np.asarray(probabilities, np.float64)).groupby(np.asarray(frame_indices))
+    return float(per_frame.max().mean())
+
+
+FrameRule = Callable[[ArrayLike, ArrayLike], float]
+
+# Rules that read the faces of each frame together, rather than one person's frames.
+FRAME_RULES: dict[str, FrameRule] = {"max_face_mean": max_face_mean}
 
 
 def aggregate_videos(

@@ -14,7 +14,8 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
-from typing import Any
+from functools import partial
+from typing import Annotated, Any
 
 import cv2
 import numpy as np
@@ -22,7 +23,17 @@ import timm
 import timm.data
 import torch
 from huggingface_hub import constants as hub_constants
+from pydantic import AfterValidator, BeforeValidator, Field
 from torch import nn
+
+from deepfake_detect.clip_models import (
+    CLIP_MEAN,
+    CLIP_STD,
+    GEND_MODELS,
+    clip_with_normalised_head,
+)
+from deepfake_detect.ensemble import MeanProbabilityEnsemble
+from deepfake_detect.errors import DeepfakeDetectError
 
 RGB = tuple[float, float, float]
 
@@ -30,8 +41,29 @@ HALF: RGB = (0.5, 0.5, 0.5)
 HUB_PROBE_TIMEOUT_S = 3.0
 
 
-class ModelError(ValueError):
+class ModelError(DeepfakeDetectError, ValueError):
     """A model that cannot be built as asked; the message is one line saying what to do."""
+
+
+def _known_model(name: str) -> str:
+    if name in LOCAL_MODELS or timm.is_model(name):
+        return name
+    raise _unknown_model(name)
+
+
+def _one_per_channel(values: object) -> tuple:
+    """A JSON list of one value per RGB channel, as a tuple (each value is checked after)."""
+    if not isinstance(values, list | tuple) or len(values) != 3:
+        raise ValueError(f"expected 3 numbers, one per RGB channel, got {values!r}")
+    return tuple(values)
+
+
+# ModelConfig's field types, with the constraints the artifact schema checks on reading a file.
+ModelName = Annotated[str, AfterValidator(_known_model)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+ChannelMeans = Annotated[tuple[Finite, Finite, Finite], BeforeValidator(_one_per_channel)]
+ChannelStds = Annotated[tuple[Positive, Positive, Positive], BeforeValidator(_one_per_channel)]
 
 
 @dataclass(frozen=True)
@@ -44,13 +76,16 @@ class ModelConfig:
         mean: per-channel mean, for images scaled to [0, 1].
         std: per-channel standard deviation, for images scaled to [0, 1].
         drop_rate: dropout rate the network was built with.
+        members: how many networks of this architecture it averages (an imported ensemble,
+            `ensemble.MeanProbabilityEnsemble`); 1 for a single network.
     """
 
-    name: str
-    input_size: int
-    mean: RGB
-    std: RGB
-    drop_rate: float
+    name: ModelName
+    input_size: Annotated[int, Field(ge=32, le=4096)]
+    mean: ChannelMeans
+    std: ChannelStds
+    drop_rate: Annotated[float, Field(ge=0, lt=1)]
+    members: Annotated[int, Field(ge=1)] = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,6 +99,7 @@ class ModelConfig:
             mean=_triple(data["mean"]),
             std=_triple(data["std"]),
             drop_rate=float(data["drop_rate"]),
+            members=int(data.get("members", 1)),
         )
 
 
@@ -215,6 +251,14 @@ def mesoinception4(drop_rate: float) -> MesoNet:
     return MesoNet(features, drop_rate)
 
 
+# --- GenD: CLIP vision transformers with an L2-normalised head (clip_models.py) ---------------
+
+for _name, _architecture in GEND_MODELS.items():
+    register_model(_name, input_size=224, mean=CLIP_MEAN, std=CLIP_STD)(
+        partial(clip_with_normalised_head, _architecture)
+    )
+
+
 # --- timm backbones ----------------------------------------------------------------------------
 
 
@@ -324,6 +368,19 @@ def create_model(
     if timm.is_model(name):
         return _create_timm_model(name, pretrained, image_size, drop_rate)
     raise _unknown_model(name)
+
+
+def build_network(config: ModelConfig) -> nn.Module:
+    """The untrained network a config describes (an ensemble when it has several members),
+    for weights to be loaded into: nothing is downloaded."""
+
+    def one() -> nn.Module:
+        size, drop_rate = config.input_size, config.drop_rate
+        return create_model(config.name, image_size=size, drop_rate=drop_rate)[0]
+
+    if config.members == 1:
+        return one()
+    return MeanProbabilityEnsemble([one() for _ in range(config.members)])
 
 
 def _create_local_model(

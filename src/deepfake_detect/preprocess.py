@@ -35,6 +35,7 @@ from rich.table import Table
 from deepfake_detect import __version__
 from deepfake_detect.crops import STAGE1_SETTINGS, CropConfig, extract_faces
 from deepfake_detect.dataset_layouts import VideoItem, assign_splits, discover
+from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.files import atomic_path
 from deepfake_detect.status import Status
 from deepfake_detect.video import MAX_PIXELS, VideoError
@@ -42,7 +43,9 @@ from deepfake_detect.video import MAX_PIXELS, VideoError
 FORMAT_VERSION = 1
 JOURNAL = "progress.jsonl"
 # Statuses that may change by themselves (the file appears, is made readable): retried on resume.
-RETRY_ON_RESUME = frozenset({Status.MISSING, Status.READ_ERROR, Status.WORKER_CRASH})
+RETRY_ON_RESUME = frozenset(
+    {Status.MISSING, Status.READ_ERROR, Status.WORKER_CRASH, Status.OUTSIDE_ROOT}
+)
 METADATA_COLUMNS = [
     "video_id", "path", "dataset", "label", "group", "split", "method", "npy_path",
     "n_frames_saved", "n_crops", "n_faces", "fps", "width", "height", "duration",
@@ -54,7 +57,7 @@ CROP_COLUMNS = [
 ]  # fmt: skip
 
 
-class PreprocessError(ValueError):
+class PreprocessError(DeepfakeDetectError, ValueError):
     """A run that cannot start (bad parameters, a resume that would mix settings)."""
 
 
@@ -84,8 +87,8 @@ def process_video(
     `threads` decode the video (0: one per core); videos with frames over `max_pixels` are
     refused. Never raises for a bad video: the failure becomes the result's status and error.
     """
-    if item.missing:
-        return _failure(item, Status.MISSING, f"{item.path}: listed by the dataset but not on disk")
+    if (refusal := item.unavailable()) is not None:
+        return _failure(item, *refusal)
     try:
         faces = extract_faces(item.path, config, threads, max_pixels=max_pixels)
     except VideoError as error:
@@ -184,6 +187,8 @@ class VideoDataProcessor:
         max_frames: keep at most this many sampled frames per video.
         crop_size: side of the square crops in pixels.
         margin: added on each side of the face box, as a fraction of its size.
+        crop_shape: square (around the box), or the box's rectangle stretched or padded to a
+            square, as published detectors crop (`faces.CROP_SHAPES`).
         faces_per_frame: keep at most this many faces per frame, largest first.
         detect_size: longer side of the frame copy a whole-frame scan sees.
         scan_every: scan whole frames every Nth sampled frame; in between, known faces are
@@ -195,6 +200,8 @@ class VideoDataProcessor:
         limit: process only the first N videos (by video id).
         val_fraction, test_fraction, seed: the group split used where a dataset has none.
         splits_dir: FaceForensics++ official split JSON files.
+        allow_outside_root: read the files a CSV dataset lists outside its own folder
+            (otherwise those rows get the status outside_root).
         progress: show a progress bar and a summary table.
     """
 
@@ -212,6 +219,7 @@ class VideoDataProcessor:
         max_frames: int | None = None,
         crop_size: int = 256,
         margin: float = 0.3,
+        crop_shape: str = "square",
         faces_per_frame: int | None = None,
         detect_size: int = 640,
         scan_every: int = 8,
@@ -222,6 +230,7 @@ class VideoDataProcessor:
         test_fraction: float = 0.1,
         seed: int = 0,
         splits_dir: Path | str | None = None,
+        allow_outside_root: bool = False,
         progress: bool = True,
         console: Console | None = None,
     ) -> None:
@@ -236,6 +245,7 @@ class VideoDataProcessor:
                 max_frames=max_frames,
                 crop_size=crop_size,
                 margin=margin,
+                crop_shape=crop_shape,
                 faces_per_frame=faces_per_frame,
                 detect_size=detect_size,
                 scan_every=scan_every,
@@ -262,6 +272,7 @@ class VideoDataProcessor:
         self.limit = limit
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
         self.splits_dir = Path(splits_dir) if splits_dir else None
+        self.allow_outside_root = allow_outside_root
         self.progress = progress
         self.console = console or Console(stderr=True)
 
@@ -273,7 +284,9 @@ class VideoDataProcessor:
         """All videos of all dataset folders, with splits assigned; ids must not collide."""
         items: list[VideoItem] = []
         for root in self.dataset_dirs:
-            used, found = discover(root, self.dataset_format, self.splits_dir)
+            used, found = discover(
+                root, self.dataset_format, self.splits_dir, self.allow_outside_root
+            )
             self._say(f"{root}: {used} layout, {len(found)} videos")
             items.extend(found)
         counts = Counter(item.video_id for item in items)
@@ -322,6 +335,7 @@ class VideoDataProcessor:
         wanted = asdict(self.config)
         if settings_path.exists() and self.resume:
             previous = json.loads(settings_path.read_text(encoding="utf-8")).get("parameters", {})
+            previous = asdict(CropConfig()) | previous  # a parameter added since has its default
             changed = {k: (previous.get(k), v) for k, v in wanted.items() if previous.get(k) != v}
             if changed:
                 diff = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())

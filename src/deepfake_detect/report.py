@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -27,11 +28,17 @@ from torch import nn
 
 from deepfake_detect.artifact import load_artifact
 from deepfake_detect.crops import CropConfig
+from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.files import atomic_path
 from deepfake_detect.inference import FrameScore, Predictor, VideoPrediction
 from deepfake_detect.models import gradcam_layer, to_model_input
 from deepfake_detect.segments import Segment, clock
-from deepfake_detect.video import iter_frames, probe, write_video
+from deepfake_detect.video import VIDEO_EXTENSIONS, iter_frames, probe, write_video
+
+
+class ReportError(DeepfakeDetectError, ValueError):
+    """An annotated video that cannot be written as asked; one line naming the file."""
+
 
 # --- Grad-CAM ----------------------------------------------------------------------------------
 
@@ -45,8 +52,13 @@ def gradcam(network: nn.Module, layer: nn.Module, images: torch.Tensor) -> np.nd
         images: the normalised batch, on the network's device.
     """
     captured: dict[str, torch.Tensor] = {}
+    # The hook sits on a network that other threads may run at the same time (serve's
+    # workers share one model): it must ignore every pass but this thread's own.
+    this_thread = threading.get_ident()
 
     def keep_activations(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+        if threading.get_ident() != this_thread:
+            return
         captured["activations"] = output.detach().clone()
         # A tensor hook, not a module backward hook: those fail when an in-place ReLU follows
         # the layer (meso nets), while this one still sees the gradient of the layer's output.
@@ -215,7 +227,8 @@ def _page_header(predictions: list[VideoPrediction], predictor: Predictor) -> st
     model = predictor.artifact.model
     counts = Counter(_verdict_label(p) for p in predictions)
     summary = {
-        "Model": f"{model.name} ({model.input_size} px input) from {predictor.model_path}",
+        "Model": f"{model.name} ({model.input_size} px input), weights sha256 "
+        f"{predictor.model_digest}",
         "Date": datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "Videos": str(len(predictions)),
         "Verdicts": ", ".join(f"{label}: {n}" for label, n in sorted(counts.items())) or "none",
@@ -239,8 +252,8 @@ def _crop_settings(crop: CropConfig) -> str:
     if not crop.use_face_detection:
         return f"{frames}, whole frames (no face detection)"
     return (
-        f"{frames}, {crop.face_detector} detector at {crop.detect_size} px, margin "
-        f"{crop.margin}, faces per frame: {crop.faces_per_frame or 'all'}"
+        f"{frames}, {crop.face_detector} detector at {crop.detect_size} px, {crop.crop_shape} "
+        f"crop with margin {crop.margin:.3g}, faces per frame: {crop.faces_per_frame or 'all'}"
     )
 
 
@@ -470,6 +483,8 @@ def _figure_png(figure: Figure) -> bytes:
 
 # --- annotated video ---------------------------------------------------------------------------
 
+# The annotated video is H.264, which every video container read here holds but WebM.
+ANNOTATION_EXTENSIONS = VIDEO_EXTENSIONS - {".webm"}
 # Box colours from real to fake (RGB); black text stays readable on each of them.
 SCORE_COLOURS = np.array([(30, 190, 60), (245, 200, 0), (235, 45, 45)], np.float64)
 
@@ -490,16 +505,19 @@ def annotate_video(prediction: VideoPrediction, output: Path, segments_only: boo
     faces were lost). Written as H.264 at the video's frame rate.
 
     Raises:
-        ValueError: the prediction has no scored faces (or no segment, with
-            `segments_only`), or `output` is the video itself.
+        ReportError: the prediction has no scored faces (or no segment, with
+            `segments_only`), `output` is the video itself, or its name is not a video file's.
     """
     source = Path(prediction.path)
     if not prediction.frames:
-        raise ValueError(f"{source}: not scored ({prediction.status}); no face boxes to draw")
+        raise ReportError(f"{source}: not scored ({prediction.status}); no face boxes to draw")
     if segments_only and not prediction.segments:
-        raise ValueError(f"{source}: no fake-looking segment to write")
+        raise ReportError(f"{source}: no fake-looking segment to write")
     if output.resolve() == source.resolve():
-        raise ValueError(f"{output}: the annotated video would overwrite its source")
+        raise ReportError(f"{output}: the annotated video would overwrite its source")
+    if output.suffix.lower() not in ANNOTATION_EXTENSIONS:
+        known = ", ".join(sorted(ANNOTATION_EXTENSIONS))
+        raise ReportError(f"{output}: not a video file name for H.264; end it with one of {known}")
     indices = _segment_frames(prediction.segments) if segments_only else None
     fps = probe(source).fps
     faces_at: dict[int, list[FrameScore]] = {}

@@ -5,19 +5,24 @@ is streamed to a private folder under a generated name, checked by decoding it, 
 `Predictor.predict` and written up by `report.write_report`, exactly as `predict --json
 --report` would; the upload is deleted when its job ends, the job and its report after a
 retention time. At most `queue` jobs wait or run at once; past that the API answers 429.
+
+No peer can hold the server: a job's place in the queue is taken only once its upload is on
+disk, a connection must send its request head within a header timeout and its body at a
+floor rate within an upload timeout, and connections are capped. Requests must name this
+server in `Host` (against DNS rebinding) and may not change state from another origin.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import ipaddress
+import re
 import secrets
 import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -26,19 +31,30 @@ from importlib.resources import files
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, BinaryIO, Literal
 
+import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers, UploadFile
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.datastructures import UploadFile
 
 from deepfake_detect import __version__
+from deepfake_detect.errors import DeepfakeDetectError
+from deepfake_detect.http_guards import (
+    HEADER_TIMEOUT_S,
+    MAX_CONNECTIONS,
+    UPLOAD_TIMEOUT_S,
+    SameOriginOnly,
+    UploadGuard,
+    host_names,
+    is_loopback,
+    server_config,
+)
 from deepfake_detect.inference import FrameScore, PersonScore, Predictor, VideoPrediction
 from deepfake_detect.report import write_report
 from deepfake_detect.segments import Segment
-from deepfake_detect.video import VideoError, probe
+from deepfake_detect.video import VideoError, check_video
 
 JobState = Literal["queued", "running", "done", "failed"]
 REPORT_FILE = "report.html"
@@ -47,6 +63,8 @@ CHUNK_BYTES = 1 << 20
 # Multipart framing (boundaries, part headers, the file name) on top of the file itself.
 MULTIPART_SLACK_BYTES = 64 << 10
 RETRY_AFTER_S = 5
+# An absolute path inside a message (not a ratio such as 8/8): cut from what a client sees.
+SERVER_PATH = re.compile(r"(?<![\w.])/[^\s'\"(),;]+")
 BEARER = HTTPBearer(auto_error=False)
 # The page runs its own inline script; the report runs none and loads nothing.
 PAGE_POLICY = (
@@ -68,7 +86,7 @@ UPLOAD_BODY = {
 }
 
 
-class ServeError(ValueError):
+class ServeError(DeepfakeDetectError, ValueError):
     """Bad serve options (an exposed address without a token, a bad limit); one clear line."""
 
 
@@ -145,6 +163,9 @@ class JobStore:
         queue: jobs waiting or running at once; one more is turned away (429).
         retention_s: a finished job and its report are deleted this long after it ends.
         max_upload_bytes: larger uploads are refused (413).
+
+    A job takes its place in the queue only once its upload is on disk and decodes, so a
+    client that uploads slowly holds no place.
     """
 
     def __init__(
@@ -161,26 +182,20 @@ class JobStore:
         self.retention = timedelta(seconds=retention_s)
         self.max_upload_bytes = max_upload_bytes
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="deepfake-detect-job")
-        self.slots = threading.BoundedSemaphore(queue)
+        self.queue, self.queued = queue, 0
         self.jobs: dict[str, Job] = {}
         self.lock = threading.Lock()
 
-    def reserve(self) -> None:
-        """Take a place in the queue before the upload is read, or refuse with 429."""
-        if not self.slots.acquire(blocking=False):
-            raise HTTPException(
-                429, "the server is busy: too many videos queued; try again shortly",
-                headers={"Retry-After": str(RETRY_AFTER_S)},
-            )  # fmt: skip
-
-    def release(self) -> None:
-        self.slots.release()
+    def refuse_if_full(self) -> None:
+        """429 at once while the queue is full, before a body is read for nothing."""
+        with self.lock:
+            full = self.queued >= self.queue
+        if full:
+            raise busy()
 
     def add(self, source: BinaryIO, client_name: str | None) -> Job:
-        """Save an upload under a generated name, check that it decodes, and queue it.
-
-        The place `reserve` took passes to the queued job, which gives it back when it ends;
-        when the upload is refused (413, 415) the caller still holds it.
+        """Save an upload under a generated name, check that it decodes, take a place in the
+        queue (429 when there is none) and queue it; the job gives its place back when it ends.
         """
         job_id = uuid.uuid4().hex
         job = Job(job_id, display_name(client_name), self.folder / job_id, datetime.now(UTC))
@@ -188,11 +203,14 @@ class JobStore:
             job.folder.mkdir(mode=0o700)
             self._save(source, job.upload)
             self._check_video(job)
+            with self.lock:
+                if self.queued >= self.queue:
+                    raise busy()
+                self.queued += 1
+                self.jobs[job.id] = job
         except BaseException:
             shutil.rmtree(job.folder, ignore_errors=True)
             raise
-        with self.lock:
-            self.jobs[job.id] = job
         self.pool.submit(self._run, job)
         return job
 
@@ -206,9 +224,10 @@ class JobStore:
                 sink.write(chunk)
 
     def _check_video(self, job: Job) -> None:
-        """Refuse what does not decode as a video (text, empty, no video stream): 415."""
+        """Refuse what does not decode as a video (text, empty, no video stream, a still
+        image): 415."""
         try:
-            probe(job.upload)
+            check_video(job.upload)
         except VideoError as error:
             raise HTTPException(415, _public(str(error), job)) from None
 
@@ -229,8 +248,8 @@ class JobStore:
             # A report leaves its matplotlib figures (about 2 MB of buffers) in reference
             # cycles that CPython would free only at a rare full collection: free them now.
             gc.collect()
-            self.release()
         with self.lock:
+            self.queued -= 1
             job.result, job.error = result, error
             job.finished = datetime.now(UTC)
             job.state = "failed" if error else "done"
@@ -271,9 +290,17 @@ def display_name(client_name: str | None) -> str:
     return printable if printable.strip(". ") else "upload"
 
 
+def busy() -> HTTPException:
+    return HTTPException(
+        429, "the server is busy: too many videos queued; try again shortly",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )  # fmt: skip
+
+
 def _public(message: str, job: Job) -> str:
-    """A message with the server's temporary path replaced by the client's file name."""
-    return message.replace(str(job.upload), job.name)
+    """A message fit for the client: the upload's temporary path becomes the client's file
+    name, and any other server path (a temporary file, the model's folder) is cut out."""
+    return SERVER_PATH.sub("<server path>", message.replace(str(job.upload), job.name))
 
 
 def _for_display(prediction: VideoPrediction, job: Job) -> VideoPrediction:
@@ -282,36 +309,6 @@ def _for_display(prediction: VideoPrediction, job: Job) -> VideoPrediction:
 
 def too_large(max_bytes: int) -> str:
     return f"the upload is larger than the {max_bytes / 1e6:g} MB limit"
-
-
-class BodyLimit:
-    """ASGI middleware refusing request bodies over `max_bytes` with a 413 that says the limit:
-    at once when Content-Length is over, else as soon as the streamed bytes pass it.
-
-    (Starlette's RequestBodyLimitMiddleware answers a bare "Content Too Large" instead.)
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int, message: str) -> None:
-        self.app, self.max_bytes, self.message = app, max_bytes, message
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            refusal = JSONResponse({"detail": self.message}, status_code=413)
-            return await refusal(scope, receive, send)
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise HTTPException(413, self.message)
-            return message
-
-        await self.app(scope, limited_receive, send)
 
 
 def create_app(
@@ -323,6 +320,10 @@ def create_app(
     token: str | None = None,
     retention_s: float = 3600,
     work_dir: Path | None = None,
+    host: str = "127.0.0.1",
+    allowed_hosts: Sequence[str] = (),
+    upload_timeout_s: float = UPLOAD_TIMEOUT_S,
+    header_timeout_s: float = HEADER_TIMEOUT_S,
 ) -> FastAPI:
     """The web app: the page at /, the REST API under /api, /healthz and /openapi.json.
 
@@ -334,9 +335,16 @@ def create_app(
         token: when set, every /api call needs `Authorization: Bearer <token>`.
         retention_s: finished jobs and their reports are deleted this long after they end.
         work_dir: where the private temporary folder is made (default: the system's).
+        host: the address the server listens on; `Host` headers must name it (see
+            `host_names`) or one of `allowed_hosts`.
+        allowed_hosts: more names the server answers to (e.g. the machine's DNS name).
+        upload_timeout_s: an upload's body must end this long after its request began (408).
+        header_timeout_s: the grace before the body's floor rate applies (the same time the
+            server gives a request head, see `server_config`).
     """
     for name, value in {"workers": workers, "queue": queue, "max_upload_mb": max_upload_mb,
-                        "retention_s": retention_s}.items():  # fmt: skip
+                        "retention_s": retention_s, "upload_timeout_s": upload_timeout_s,
+                        "header_timeout_s": header_timeout_s}.items():  # fmt: skip
         if value <= 0:
             raise ServeError(f"{name} must be positive, got {value}")
     if token is not None and not token.strip():
@@ -365,8 +373,11 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    app.add_middleware(BodyLimit, max_bytes=max_bytes + MULTIPART_SLACK_BYTES,
-                       message=too_large(max_bytes))  # fmt: skip
+    app.add_middleware(UploadGuard, max_bytes=max_bytes + MULTIPART_SLACK_BYTES,
+                       message=too_large(max_bytes), timeout_s=upload_timeout_s,
+                       grace_s=header_timeout_s)  # fmt: skip
+    # Added last, so it runs first: a request for another host is refused before anything.
+    app.add_middleware(SameOriginOnly, is_allowed_host=host_names(host, allowed_hosts))
 
     page = files("deepfake_detect").joinpath("static", "index.html").read_text(encoding="utf-8")
 
@@ -417,6 +428,9 @@ def _api_router(store: JobStore, token: str | None) -> APIRouter:
         status_code=202,
         openapi_extra={"requestBody": UPLOAD_BODY},
         responses=errors | {
+            400: {"description": "`Host` does not name this server."},
+            403: {"description": "A request from another origin (a page of another site)."},
+            408: {"description": "The upload was too slow (under the floor rate, or too long)."},
             413: {"description": "The upload is larger than the server's limit."},
             415: {"description": "The file does not decode as a video (or is empty)."},
             422: {"description": "No file field named `file` in the form."},
@@ -425,18 +439,12 @@ def _api_router(store: JobStore, token: str | None) -> APIRouter:
     )  # fmt: skip
     async def create_job(request: Request, response: Response) -> JobStatus:
         """Upload a video (multipart field `file`); returns the queued job and its id."""
-        store.reserve()
-        queued = False
-        try:
-            async with request.form(max_files=1, max_fields=8) as form:
-                upload = form.get("file")
-                if not isinstance(upload, UploadFile):
-                    raise HTTPException(422, "send the video as a multipart file field `file`")
-                job = await run_in_threadpool(store.add, upload.file, upload.filename)
-                queued = True
-        finally:
-            if not queued:
-                store.release()
+        store.refuse_if_full()
+        async with request.form(max_files=1, max_fields=8) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise HTTPException(422, "send the video as a multipart file field `file`")
+            job = await run_in_threadpool(store.add, upload.file, upload.filename)
         response.headers["Location"] = f"/api/jobs/{job.id}"
         return store.status(job)
 
@@ -474,15 +482,6 @@ def check_listen_address(host: str, token: str | None) -> None:
         )
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def serve(
     model: Path,
     *,
@@ -494,6 +493,9 @@ def serve(
     token: str | None = None,
     retention_s: float = 3600,
     device: str = "auto",
+    allowed_hosts: Sequence[str] = (),
+    upload_timeout_s: float = UPLOAD_TIMEOUT_S,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> None:
     """Load the model once and serve the page and API with uvicorn until interrupted.
 
@@ -501,13 +503,19 @@ def serve(
         ServeError: a non-loopback host without a token, or a bad limit.
         PredictError, ArtifactError: the model cannot be loaded.
     """
-    import uvicorn
-
     check_listen_address(host, token)
+    if max_connections < 2:
+        raise ServeError(f"max_connections must be at least 2, got {max_connections}")
+    header_timeout_s = min(HEADER_TIMEOUT_S, upload_timeout_s)
     predictor = Predictor(Path(model), device=device)
-    app = create_app(predictor, workers=workers, queue=queue, max_upload_mb=max_upload_mb,
-                     token=token, retention_s=retention_s)  # fmt: skip
+    app = create_app(
+        predictor, workers=workers, queue=queue, max_upload_mb=max_upload_mb, token=token,
+        retention_s=retention_s, host=host, allowed_hosts=allowed_hosts,
+        upload_timeout_s=upload_timeout_s, header_timeout_s=header_timeout_s,
+    )  # fmt: skip
+    config = server_config(app, host, port, max_connections=max_connections,
+                           header_timeout_s=header_timeout_s)  # fmt: skip
     # Torch and the model are half a million objects that every full collection would walk
     # again (see JobStore._run); frozen, a collection after each job takes milliseconds.
     gc.freeze()
-    uvicorn.run(app, host=host, port=port)
+    uvicorn.Server(config).run()

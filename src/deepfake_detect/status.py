@@ -23,6 +23,8 @@ class Status(StrEnum):
     READ_ERROR = "read_error"
     WORKER_CRASH = "worker_crash"
     NPY_ERROR = "npy_error"
+    MODEL_ERROR = "model_error"
+    OUTSIDE_ROOT = "outside_root"
     ERROR = "error"
 
 
@@ -40,5 +42,8 @@ STATUS_MEANINGS: dict[Status, str] = {
     Status.READ_ERROR: "unreadable (permissions, not a regular file); retried on resume",
     Status.WORKER_CRASH: "decoding it killed the worker, even alone; retried on resume",
     Status.NPY_ERROR: "evaluate: a stage-1 .npy file is missing or unreadable",
+    Status.MODEL_ERROR: "predict, evaluate: the model gave a score that is not a number (NaN, inf)",
+    Status.OUTSIDE_ROOT: "a CSV dataset row whose path leads outside the CSV's folder "
+    "(refused unless `--allow-outside-root`)",
     Status.ERROR: "anything else; `error` says what in one line naming the file",
 }

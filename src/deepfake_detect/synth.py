@@ -25,6 +25,7 @@ from deepfake_detect.blend import (
     self_blend_with,
 )
 from deepfake_detect.dataset_layouts import MANIFEST_NAME
+from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.faces import Box, FaceDetector, create_detector, detect_faces
 from deepfake_detect.files import atomic_path
 from deepfake_detect.video import VideoError, is_video_file, read_frames, write_video
@@ -54,7 +55,7 @@ MANIFEST_PARAMETERS = (
 )
 
 
-class SynthError(ValueError):
+class SynthError(DeepfakeDetectError, ValueError):
     """A face source or request that cannot be used; one line naming the file and the problem."""
 
 

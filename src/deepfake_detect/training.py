@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from deepfake_detect.artifact import ModelArtifact, library_versions, save_artifact
 from deepfake_detect.crops import CropConfig, CropSettingsError
+from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.metrics import (
     aggregate_videos,
     binary_metrics,
@@ -54,7 +55,7 @@ MONITORS = {"val_video_auc": "max", "val_frame_auc": "max", "val_ap": "max", "va
             "val_log_loss": "min"}  # fmt: skip
 
 
-class TrainError(ValueError):
+class TrainError(DeepfakeDetectError, ValueError):
     """A training run that cannot start; one clear message."""
 
 

@@ -21,13 +21,14 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from deepfake_detect.blend import SelfBlendSource
+from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.models import ModelConfig, to_model_input
 from deepfake_detect.status import Status
 
 AUGMENTATIONS = ("none", "light", "strong")
 
 
-class DataError(ValueError):
+class DataError(DeepfakeDetectError, ValueError):
     """Training data that cannot be used; lists every problem found, with file names."""
 
 

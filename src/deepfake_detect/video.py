@@ -9,6 +9,7 @@ frame gets the index and timestamp that decoding every frame from the start give
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,6 +21,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.status import Status
 
 VIDEO_EXTENSIONS = frozenset(
@@ -40,7 +42,7 @@ SEEKABLE_FORMATS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"})
 SEEK_COST_FRAMES = 16
 
 
-class VideoError(Exception):
+class VideoError(DeepfakeDetectError):
     """A video that cannot be read; `status` is the short reason recorded in metadata.csv."""
 
     def __init__(self, status: str, message: str) -> None:
@@ -134,6 +136,9 @@ def _open(path: Path, threads: int = 0) -> av.container.InputContainer:
         container.close()
         raise VideoError(Status.NO_VIDEO_STREAM, f"{path}: has no video stream")
     stream = container.streams.video[0]
+    if stream.codec_context is None:  # a codec FFmpeg has no decoder for, or a garbled tag
+        container.close()
+        raise VideoError(Status.DECODE_ERROR, f"{path}: video stream in an unknown codec")
     stream.thread_type = "AUTO"
     stream.thread_count = threads
     return container
@@ -206,6 +211,27 @@ def _probe_header(path: Path, threads: int, max_pixels: int) -> VideoInfo:
     if width <= 0 or height <= 0:
         raise VideoError(Status.DECODE_ERROR, f"{path}: video stream has no frame size")
     return VideoInfo(fps, width, height, duration, n_frames, rotation, codec)
+
+
+def check_video(path: Path, min_frames: int = 2) -> VideoInfo:
+    """Probe a file and decode its first `min_frames` frames: a video, not a still image
+    renamed .mp4 (FFmpeg opens a PNG as a one-frame stream) nor a stream of broken frames.
+
+    Raises:
+        VideoError: the file is not a video with `min_frames` decodable frames.
+    """
+    info = probe(path)
+    try:
+        with _open(path) as container:
+            decoded = sum(1 for _ in itertools.islice(_decoded(container), min_frames))
+    except av.error.FFmpegError as error:
+        raise VideoError(Status.DECODE_ERROR, f"{path}: decoding failed ({error})") from None
+    if decoded == 0:
+        raise VideoError(Status.NO_FRAMES, f"{path}: no frame could be decoded")
+    if decoded < min_frames:
+        message = f"{path}: only {decoded} decodable frame(s), a video needs {min_frames}"
+        raise VideoError(Status.DECODE_ERROR, f"{message} (a still image?)")
+    return info
 
 
 @dataclass(frozen=True)
