@@ -238,7 +238,8 @@ def test_json_csv_report_and_annotation_carry_the_segments(predictor, clips, mid
 
 
 def test_the_serve_api_returns_the_segments(predictor, clips, middle, tmp_path):
-    with TestClient(create_app(predictor, work_dir=tmp_path)) as client:
+    app = create_app(predictor, work_dir=tmp_path)
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:  # the Host serve accepts
         data = clips["middle"].read_bytes()
         job = client.post("/api/jobs", files={"file": ("middle.mp4", data, "video/mp4")}).json()
         while job["state"] not in {"done", "failed"}:
