@@ -43,6 +43,14 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def predictor(tiny_model: Path):
+    """tiny_model loaded for judging videos (4 frames each, on the CPU)."""
+    from deepfake_detect.inference import Predictor
+
+    return Predictor(tiny_model, device="cpu", frames=4)
+
+
+@pytest.fixture(scope="session")
 def nonfinite_models(tiny_model, tmp_path_factory) -> dict[str, Path]:
     """Copies of tiny_model whose last bias is NaN or +inf: every logit they give is so."""
     import shutil

@@ -4,16 +4,24 @@ read or write."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
+from dataclasses import fields
 from pathlib import Path
 
+import click
 import pytest
 from media import face_clip
+from typer.main import get_command
 from typer.testing import CliRunner
 
 from deepfake_detect.cli import app
+from deepfake_detect.crops import CropConfig
 from deepfake_detect.errors import DeepfakeDetectError
+from deepfake_detect.inference import Predictor
+from deepfake_detect.preprocess import VideoDataProcessor
+from deepfake_detect.train_config import TrainConfig
 
 UNWRITABLE = "/proc/no-such-folder"  # no one, not even root, can create anything here
 
@@ -100,3 +108,37 @@ def test_every_project_error_shares_the_one_base_class():
               report.ReportError, serve.ServeError, synth.SynthError, training.TrainError,
               training_data.DataError, video.VideoError]  # fmt: skip
     assert all(issubclass(error, DeepfakeDetectError) for error in errors)
+
+
+def _options(command: str) -> dict[str, click.Parameter]:
+    return {param.name: param for param in get_command(app).commands[command].params}
+
+
+def _signature_defaults(function: object) -> dict[str, object]:
+    parameters = inspect.signature(function).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
+@pytest.mark.parametrize(
+    ("command", "config"), [("preprocess", CropConfig), ("train", TrainConfig)]
+)
+def test_cli_defaults_and_help_are_the_settings_dataclass_own(command, config):
+    options = _options(command)
+    shared = [field for field in fields(config) if field.name in options]
+    assert len(shared) >= 10, "the command declares the dataclass's fields"
+    for field in shared:
+        assert options[field.name].default == field.default, field.name
+        assert options[field.name].help == field.metadata["help"], field.name
+
+
+@pytest.mark.parametrize(
+    ("command", "api"),
+    [("predict", Predictor), ("evaluate", Predictor), ("preprocess", VideoDataProcessor)],
+)
+def test_cli_defaults_equal_the_python_api_defaults(command, api):
+    options, defaults = _options(command), _signature_defaults(api)
+    shared = sorted(set(options) & set(defaults))
+    assert len(shared) >= 5
+    for name in shared:
+        if name != "every" or command == "predict":  # evaluate samples exactly --frames
+            assert options[name].default == defaults[name], name

@@ -20,7 +20,6 @@ from sklearn.metrics import (
 from deepfake_detect.dataset_layouts import DatasetError
 from deepfake_detect.evaluate import evaluate
 from deepfake_detect.inference import Predictor
-from deepfake_detect.training import TrainConfig, run_training
 from deepfake_detect.training_data import DataError
 
 
@@ -54,15 +53,9 @@ def known_logits(folder: Path) -> tuple[dict[bytes, float], dict[str, np.ndarray
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path]:
-    """A tiny meso4 trained on synthetic crops; returns the crops folder and the artifact."""
-    root = tmp_path_factory.mktemp("trained")
-    data = crops_folder(root / "crops", {"train": [0, 1] * 8, "val": [0, 1] * 4})
-    parameters = {"crop_size": 64, "margin": 0.3, "face_detector": "dlib", "frames_per_video": 4}
-    (data / "preprocess.json").write_text(json.dumps({"parameters": parameters}))
-    config = TrainConfig(train=data, output_dir=root / "run", max_epochs=2, batch_size=16,
-                         image_size=64, augment="none", progress=False)  # fmt: skip
-    return data, run_training(config).artifact_dir
+def trained(tiny_model: Path) -> tuple[Path, Path]:
+    """The shared tiny meso4 (conftest): its crops folder and its artifact."""
+    return tiny_model.parent / "crops", tiny_model / "model"
 
 
 def test_metrics_equal_scikit_learns_on_known_scores(tmp_path):

@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,6 @@ from deepfake_detect.backends import BackendError, onnx_runner
 from deepfake_detect.export import ExportError, export_onnx
 from deepfake_detect.inference import Predictor
 from deepfake_detect.models import create_model
-from deepfake_detect.training import TrainConfig, run_training
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -25,12 +25,10 @@ def dataset(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def meso4(dataset, tmp_path_factory) -> Path:
-    """A meso4 artifact trained for one epoch, exported to ONNX beside its weights."""
-    config = TrainConfig(train=dataset, output_dir=tmp_path_factory.mktemp("run"), max_epochs=1,
-                         batch_size=8, crops_per_video=2, image_size=64, augment="none",
-                         progress=False)  # fmt: skip
-    artifact_dir = run_training(config).artifact_dir
+def meso4(tiny_model: Path, tmp_path_factory) -> Path:
+    """A copy of the shared tiny meso4 artifact (conftest), exported to ONNX beside its
+    weights."""
+    artifact_dir = shutil.copytree(tiny_model / "model", tmp_path_factory.mktemp("run") / "model")
     assert export_onnx(artifact_dir) == artifact_dir / export.ONNX_FILE
     return artifact_dir
 

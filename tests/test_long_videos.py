@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from media import face_clip, partly_blended_clip
+from servers import BASE_URL
 from typer.testing import CliRunner
 
 from deepfake_detect import crops as crops_module
@@ -238,8 +239,7 @@ def test_json_csv_report_and_annotation_carry_the_segments(predictor, clips, mid
 
 
 def test_the_serve_api_returns_the_segments(predictor, clips, middle, tmp_path):
-    app = create_app(predictor, work_dir=tmp_path)
-    with TestClient(app, base_url="http://127.0.0.1:8000") as client:  # the Host serve accepts
+    with TestClient(create_app(predictor, work_dir=tmp_path), base_url=BASE_URL) as client:
         data = clips["middle"].read_bytes()
         job = client.post("/api/jobs", files={"file": ("middle.mp4", data, "video/mp4")}).json()
         while job["state"] not in {"done", "failed"}:

@@ -18,11 +18,11 @@ import httpx
 import numpy as np
 import pytest
 import torch
-import uvicorn
 from fastapi.testclient import TestClient
 from media import audio_only, face_clip, noise_clip, truncated_copy, unknown_codec_clip
+from servers import BASE_URL, live_server
 
-from deepfake_detect.http_guards import host_names, server_config
+from deepfake_detect.http_guards import host_names
 from deepfake_detect.inference import Predictor
 from deepfake_detect.models import gradcam_layer
 from deepfake_detect.serve import (
@@ -35,12 +35,6 @@ from deepfake_detect.serve import (
 )
 
 TOKEN = "s3cret-token"
-BASE_URL = "http://127.0.0.1:8000"  # what a browser on this machine sends as Host and Origin
-
-
-@pytest.fixture(scope="module")
-def predictor(tiny_model: Path) -> Predictor:
-    return Predictor(tiny_model, device="cpu", frames=4)
 
 
 @pytest.fixture(scope="module")
@@ -374,26 +368,6 @@ def test_openapi_schema_documents_the_api(predictor, tmp_path):
     job = schema["components"]["schemas"]["JobStatus"]
     assert {"id", "state", "submitted", "finished", "result"} <= job["properties"].keys()
     assert "securitySchemes" not in schema.get("components", {})
-
-
-@contextmanager
-def live_server(app, **limits) -> Iterator[str]:
-    """The app under uvicorn (with `server_config`'s limits) in a thread on a free loopback
-    port; yields its base URL."""
-    config = server_config(app, "127.0.0.1", 0, log_level="warning", **limits)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def upload_request(url: str, video: bytes) -> tuple[bytes, bytes]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from media import face_clip
-from test_serve import live_server, predictor  # noqa: F401  (predictor: a module fixture)
+from servers import live_server
 
 from deepfake_detect.serve import create_app
 
@@ -36,7 +36,7 @@ if CHROMIUM is None:
 
 
 @pytest.fixture(scope="module")
-def server_url(predictor, tmp_path_factory) -> Iterator[str]:  # noqa: F811
+def server_url(predictor, tmp_path_factory) -> Iterator[str]:
     """The app under uvicorn in a thread, on a free loopback port."""
     with live_server(create_app(predictor, work_dir=tmp_path_factory.mktemp("serve"))) as url:
         yield url

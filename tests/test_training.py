@@ -1,5 +1,6 @@
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -78,6 +79,15 @@ def test_target_auc_stops_at_once_and_early_stopping_waits_patience(dataset, tmp
     assert len(aucs) == best_epoch + 2 < 8  # stopped one epoch (patience) after the best
 
 
+def whole_file(checkpoint: Path) -> bool:
+    """Whether `checkpoint` exists and loads: written to its end, not caught mid-write."""
+    try:
+        torch.load(checkpoint, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+        return False
+    return True
+
+
 def test_kill_9_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path):
     data = crops_folder(tmp_path / "crops", {"train": [0, 1] * 30, "val": [0, 1] * 4})
     args = ["--train", str(data), "--max-epochs", "4", "--batch-size", "8", "--image-size", "64",
@@ -88,10 +98,9 @@ def test_kill_9_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path):
                                start_new_session=True)  # fmt: skip
     last = out / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None and not last.exists():
+    while time.monotonic() < deadline and process.poll() is None and not whole_file(last):
         time.sleep(0.05)
-    time.sleep(0.5)  # into the next epoch
-    os.killpg(process.pid, signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)  # the first epoch saved, the next one under way
     process.wait()
     assert not (out / "model" / "model.json").exists(), "finished before it could be killed"
     subprocess.run(cli("train", *args, "--output-dir", str(out), "--resume-checkpoint", "last"),

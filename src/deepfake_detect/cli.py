@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
@@ -13,11 +14,13 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from deepfake_detect import __version__
+from deepfake_detect.crops import CropConfig
 from deepfake_detect.dataset_layouts import ADAPTERS
 from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.faces import CROP_SHAPES, DETECTORS
 from deepfake_detect.preprocess import VideoDataProcessor
 from deepfake_detect.status import Status
+from deepfake_detect.train_config import TrainConfig
 from deepfake_detect.video import MAX_PIXELS
 
 if TYPE_CHECKING:
@@ -59,6 +62,23 @@ Detector = StrEnum("Detector", {name: name for name in DETECTORS})
 CropShape = StrEnum("CropShape", {name: name for name in CROP_SHAPES})
 
 
+def config_option(config: type, name: str, *flags: str, **settings: Any) -> Any:
+    """A typer option whose default and help are those of the settings dataclass field
+    `config.name` (see `schema.setting`): the dataclass is the single home of both."""
+    (field,) = (f for f in fields(config) if f.name == name)
+    return typer.Option(field.default, *flags, help=field.metadata["help"], **settings)
+
+
+def crop_option(name: str, *flags: str, **settings: Any) -> Any:
+    """An option of stage 1's crop settings (`CropConfig`)."""
+    return config_option(CropConfig, name, *flags, **settings)
+
+
+def train_option(name: str, *flags: str, **settings: Any) -> Any:
+    """An option of a training run (`TrainConfig`)."""
+    return config_option(TrainConfig, name, *flags, **settings)
+
+
 def fail(message: str, code: int) -> typer.Exit:
     """Print one clear line and return the exit with `code`."""
     console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
@@ -91,6 +111,27 @@ def main(
     """Preprocess video datasets into face crops, train detectors, and judge videos."""
 
 
+# Options that several commands share, declared once (defaults: Predictor's, CropConfig's).
+MODEL_OPTION = typer.Option(..., help="Training run folder or its model artifact.")
+FRAMES_OPTION = typer.Option(32, min=1, help="Evenly spaced frames per video, at least.")
+AGGREGATION_OPTION = typer.Option(
+    None,
+    help="Frame scores to a person's: mean, median, max, vote, confident, dfdc_confident; "
+    "or max_face_mean over each frame's faces (default: the model's).",
+)
+THRESHOLD_OPTION = typer.Option(None, min=0.0, max=1.0, help="Override the artifact's threshold.")
+DEVICE_OPTION = typer.Option("auto", help="auto, cpu or cuda.")
+BACKEND_OPTION = typer.Option("torch", help="torch, or onnx (after `export --onnx`).")
+BATCH_SIZE_OPTION = typer.Option(64, min=1, help="Crops per forward pass.")
+MIN_FRAMES_OPTION = typer.Option(1, min=1, help="Fewer frames with a face: too_few_frames.")
+MAX_PIXELS_OPTION = typer.Option(
+    MAX_PIXELS, min=1, help="Refuse videos with larger frames (default: 8K UHD)."
+)
+ALLOW_OUTSIDE_ROOT_OPTION = typer.Option(
+    False, help="Read files a CSV lists outside its folder (else refused)."
+)
+
+
 @app.command()
 def preprocess(
     dataset_dirs: Annotated[
@@ -103,49 +144,23 @@ def preprocess(
     resume: Annotated[
         bool, typer.Option(help="Skip videos a previous run finished; --no-resume starts over.")
     ] = True,
-    use_face_detection: Annotated[
-        bool,
-        typer.Option(
-            "--use-face-detection/--no-face-detection",
-            help="Crop detected faces, or keep whole frames letterboxed.",
-        ),
-    ] = True,
-    face_detector: Annotated[Detector, typer.Option(help="Face detector.")] = Detector.dlib,
-    frame_sampling_rate: Annotated[
-        int | None, typer.Option(min=1, help="Keep every Nth frame (instead of evenly spaced).")
-    ] = None,
-    frames_per_video: Annotated[
-        int | None, typer.Option(min=1, help="N evenly spaced frames per video [default: 32].")
-    ] = None,
-    max_frames: Annotated[
-        int | None, typer.Option(min=1, help="At most this many sampled frames per video.")
-    ] = None,
-    crop_size: Annotated[int, typer.Option(min=16, max=2048, help="Crop side in pixels.")] = 256,
-    margin: Annotated[
-        float, typer.Option(min=0.0, max=2.0, help="Margin on each side, fraction of the box.")
-    ] = 0.3,
-    crop_shape: Annotated[
-        CropShape,
-        typer.Option(help="square around the face, or its box stretched or padded to a square."),
-    ] = CropShape.square,
-    faces_per_frame: Annotated[
-        int | None, typer.Option(min=1, help="Keep at most N faces per frame, largest first.")
-    ] = None,
-    detect_size: Annotated[
-        int, typer.Option(min=64, help="Longer side of the frame copy the detector sees.")
-    ] = 640,
-    scan_every: Annotated[
-        int,
-        typer.Option(
-            min=1, help="Scan whole frames every Nth sampled frame; follow known faces between."
-        ),
-    ] = 8,
+    use_face_detection: bool = crop_option(
+        "use_face_detection", "--use-face-detection/--no-face-detection"
+    ),
+    face_detector: Detector = crop_option("face_detector"),
+    frame_sampling_rate: int | None = crop_option("frame_sampling_rate", min=1),
+    frames_per_video: int | None = crop_option("frames_per_video", min=1),
+    max_frames: int | None = crop_option("max_frames", min=1),
+    crop_size: int = crop_option("crop_size", min=16, max=2048),
+    margin: float = crop_option("margin", min=0.0, max=2.0),
+    crop_shape: CropShape = crop_option("crop_shape"),
+    faces_per_frame: int | None = crop_option("faces_per_frame", min=1),
+    detect_size: int = crop_option("detect_size", min=64),
+    scan_every: int = crop_option("scan_every", min=1),
     num_workers: Annotated[
         int | None, typer.Option(min=0, help="Worker processes [default: CPU count].")
     ] = None,
-    max_pixels: Annotated[
-        int, typer.Option(min=1, help="Refuse videos with larger frames (default: 8K UHD).")
-    ] = MAX_PIXELS,
+    max_pixels: int = MAX_PIXELS_OPTION,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N videos.")] = None,
     val_fraction: Annotated[
         float, typer.Option(min=0.0, max=0.9, help="Share of groups for validation.")
@@ -157,39 +172,22 @@ def preprocess(
     splits: Annotated[
         Path | None, typer.Option(help="Folder with FF++'s train/val/test.json split files.")
     ] = None,
-    allow_outside_root: Annotated[
-        bool, typer.Option(help="Read files a CSV lists outside its folder (else refused).")
-    ] = False,
+    allow_outside_root: bool = ALLOW_OUTSIDE_ROOT_OPTION,
     quiet: Annotated[bool, typer.Option(help="No progress bar or summary.")] = False,
 ) -> None:
     """Sample frames, detect and crop faces, save .npy crops plus metadata.csv and crops.csv."""
+    crops = CropConfig(
+        use_face_detection=use_face_detection, face_detector=face_detector,
+        frame_sampling_rate=frame_sampling_rate, frames_per_video=frames_per_video,
+        max_frames=max_frames, crop_size=crop_size, margin=margin, crop_shape=crop_shape,
+        faces_per_frame=faces_per_frame, detect_size=detect_size, scan_every=scan_every,
+    )  # fmt: skip
     processor = VideoDataProcessor(
-        dataset_dirs,
-        output_dir,
-        dataset_format=dataset_format.value,
-        resume=resume,
-        use_face_detection=use_face_detection,
-        face_detector=face_detector.value,
-        frame_sampling_rate=frame_sampling_rate,
-        frames_per_video=frames_per_video,
-        max_frames=max_frames,
-        crop_size=crop_size,
-        margin=margin,
-        crop_shape=crop_shape.value,
-        faces_per_frame=faces_per_frame,
-        detect_size=detect_size,
-        scan_every=scan_every,
-        num_workers=num_workers,
-        max_pixels=max_pixels,
-        limit=limit,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        seed=seed,
-        splits_dir=splits,
-        allow_outside_root=allow_outside_root,
-        progress=not quiet,
-        console=console,
-    )
+        dataset_dirs, output_dir, crops=crops, dataset_format=dataset_format.value,
+        resume=resume, num_workers=num_workers, max_pixels=max_pixels, limit=limit,
+        val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, splits_dir=splits,
+        allow_outside_root=allow_outside_root, progress=not quiet, console=console,
+    )  # fmt: skip
     metadata = processor.run()
     ok = int((metadata.status == Status.OK).sum())
     console.print(f"{ok}/{len(metadata)} videos ok; tables in {output_dir}", highlight=False)
@@ -232,92 +230,51 @@ def synth(
 @app.command()
 def train(
     ctx: typer.Context,
-    train: Annotated[
-        Path | None, typer.Option(help="Preprocessed folder (or its metadata.csv) to train on.")
-    ] = None,
-    val: Annotated[
-        Path | None,
-        typer.Option(help="Validation folder; default: --train's rows with split val."),
-    ] = None,
-    output_dir: Annotated[Path | None, typer.Option(help="Run folder.")] = None,
-    resume_checkpoint: Annotated[
-        str | None, typer.Option(help="A .ckpt to resume, or 'last' for this run's own.")
-    ] = None,
+    train: Path | None = train_option("train"),
+    val: Path | None = train_option("val"),
+    output_dir: Path | None = train_option("output_dir"),
+    resume_checkpoint: str | None = train_option("resume_checkpoint"),
     config: Annotated[
         Path | None, typer.Option(help="YAML file of any of these options (flags win).")
     ] = None,
-    model: Annotated[
-        str, typer.Option(help="meso4, mesoinception4 or any timm name (efficientnet_b0...).")
-    ] = "meso4",
-    pretrained: Annotated[
-        bool, typer.Option(help="Start from pretrained weights (timm; needs the network).")
-    ] = False,
-    image_size: Annotated[
-        int | None, typer.Option(min=32, help="Input size [default: the model's].")
-    ] = None,
-    drop_rate: Annotated[float, typer.Option(min=0.0, max=0.9, help="Dropout.")] = 0.5,
-    augment: Annotated[
-        str, typer.Option(help="Augmentation preset: none, light, strong.")
-    ] = "light",
-    self_blend: Annotated[
-        float,
-        typer.Option(min=0.0, max=0.95, help="Share of pseudo-fakes self-blended from reals."),
-    ] = 0.0,
-    balance: Annotated[bool, typer.Option(help="Balance classes by resampling videos.")] = True,
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    crops_per_video: Annotated[
-        int, typer.Option(min=1, help="Crops drawn per video per epoch.")
-    ] = 8,
-    val_crops_per_video: Annotated[int, typer.Option(min=1)] = 16,
-    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (AdamW).")] = 1e-3,
-    weight_decay: Annotated[float, typer.Option(min=0.0)] = 1e-4,
-    warmup_epochs: Annotated[float, typer.Option(min=0.0)] = 1.0,
-    max_epochs: Annotated[int, typer.Option(min=1)] = 30,
-    max_minutes: Annotated[
-        float | None, typer.Option(min=0.01, help="Stop training after this much time.")
-    ] = None,
-    patience: Annotated[
-        int, typer.Option(min=1, help="Epochs without a better val video AUC before stopping.")
-    ] = 5,
-    monitor: Annotated[
-        str,
-        typer.Option(help="Chooses the best epoch and stops early: val_video_auc, val_loss, ..."),
-    ] = "val_video_auc",
-    target_auc: Annotated[
-        float | None, typer.Option(min=0.0, max=1.0, help="Stop once val video AUC reaches it.")
-    ] = None,
-    num_workers: Annotated[int, typer.Option(min=0, help="Data loader processes.")] = 0,
-    accelerator: Annotated[
-        str, typer.Option(help="Lightning accelerator: auto, cpu, gpu.")
-    ] = "auto",
-    devices: Annotated[str, typer.Option(help="Lightning devices: auto, 1, 4, ...")] = "auto",
-    strategy: Annotated[str, typer.Option(help="Lightning strategy: auto, ddp, ...")] = "auto",
-    precision: Annotated[
-        str | None, typer.Option(help="Lightning precision [default: 16-mixed on GPU, else 32].")
-    ] = None,
-    gradient_clip: Annotated[float, typer.Option(min=0.0)] = 1.0,
-    seed: Annotated[int, typer.Option()] = 0,
-    allow_leakage: Annotated[
-        bool, typer.Option(help="Train even when groups are in both train and val.")
-    ] = False,
+    model: str = train_option("model"),
+    pretrained: bool = train_option("pretrained"),
+    image_size: int | None = train_option("image_size", min=32),
+    drop_rate: float = train_option("drop_rate", min=0.0, max=0.9),
+    augment: str = train_option("augment"),
+    self_blend: float = train_option("self_blend", min=0.0, max=0.95),
+    balance: bool = train_option("balance"),
+    batch_size: int = train_option("batch_size", min=1),
+    crops_per_video: int = train_option("crops_per_video", min=1),
+    val_crops_per_video: int = train_option("val_crops_per_video", min=1),
+    lr: float = train_option("lr", min=0.0),
+    weight_decay: float = train_option("weight_decay", min=0.0),
+    warmup_epochs: float = train_option("warmup_epochs", min=0.0),
+    max_epochs: int = train_option("max_epochs", min=1),
+    max_minutes: float | None = train_option("max_minutes", min=0.01),
+    patience: int = train_option("patience", min=1),
+    monitor: str = train_option("monitor"),
+    target_auc: float | None = train_option("target_auc", min=0.0, max=1.0),
+    num_workers: int = train_option("num_workers", min=0),
+    accelerator: str = train_option("accelerator"),
+    devices: str = train_option("devices"),
+    strategy: str = train_option("strategy"),
+    precision: str | None = train_option("precision"),
+    gradient_clip: float = train_option("gradient_clip", min=0.0),
+    seed: int = train_option("seed"),
+    allow_leakage: bool = train_option("allow_leakage"),
     quiet: Annotated[bool, typer.Option(help="No progress bars or tables.")] = False,
 ) -> None:
     """Train a detector on stage-1 crops; write checkpoints, logs and the model artifact."""
-    from deepfake_detect.training import TrainConfig, TrainError, run_training
+    from deepfake_detect.training import run_training
 
-    given = {
+    given = {  # flags given on the command line; the rest come from --config or TrainConfig
         name: value
         for name, value in ctx.params.items()
         if name not in {"config", "quiet"}
         and ctx.get_parameter_source(name).name != "DEFAULT"  # typer bundles its own click
     } | {"progress": not quiet}
-    if config is not None:
-        options = TrainConfig.from_yaml(config, **given)
-    else:
-        defaults = {k: v for k, v in ctx.params.items() if k not in {"config", "quiet"}}
-        if train is None or output_dir is None:
-            raise TrainError("give --train and --output-dir (or a --config that sets them)")
-        options = TrainConfig(**(defaults | given))
+    options = TrainConfig.from_yaml(config, **given) if config else TrainConfig(**given)
     result = run_training(options, console)
     video = result.metrics
     console.print(
@@ -330,10 +287,8 @@ def train(
 @app.command()
 def predict(
     inputs: Annotated[list[str], typer.Argument(help="Video files, folders (recursive), globs.")],
-    model: Annotated[Path, typer.Option(help="Training run folder or its model artifact.")],
-    frames: Annotated[
-        int, typer.Option(min=1, help="Evenly spaced frames per video, at least.")
-    ] = 32,
+    model: Path = MODEL_OPTION,
+    frames: int = FRAMES_OPTION,
     every: Annotated[
         float,
         typer.Option(min=0.0, help="Seconds between samples in long videos (0: --frames only)."),
@@ -341,22 +296,12 @@ def predict(
     max_frames: Annotated[
         int, typer.Option(min=1, help="At most this many samples, spread over the video.")
     ] = 600,
-    aggregation: Annotated[
-        str | None,
-        typer.Option(
-            help="Frame scores to a person's: mean, median, max, vote, confident, "
-            "dfdc_confident; or max_face_mean over each frame's faces [default: the model's]."
-        ),
-    ] = None,
-    threshold: Annotated[
-        float | None, typer.Option(min=0.0, max=1.0, help="Override the artifact's threshold.")
-    ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    backend: Annotated[str, typer.Option(help="torch, or onnx (after `export --onnx`).")] = "torch",
-    batch_size: Annotated[int, typer.Option(min=1, help="Crops per forward pass.")] = 64,
-    min_frames: Annotated[
-        int, typer.Option(min=1, help="Fewer frames with a face: too_few_frames.")
-    ] = 1,
+    aggregation: str | None = AGGREGATION_OPTION,
+    threshold: float | None = THRESHOLD_OPTION,
+    device: str = DEVICE_OPTION,
+    backend: str = BACKEND_OPTION,
+    batch_size: int = BATCH_SIZE_OPTION,
+    min_frames: int = MIN_FRAMES_OPTION,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write verdicts as JSON.")
     ] = None,
@@ -371,9 +316,7 @@ def predict(
     annotate_segments: Annotated[
         bool, typer.Option(help="--annotate writes only the fake-looking segments.")
     ] = False,
-    max_pixels: Annotated[
-        int, typer.Option(min=1, help="Refuse videos with larger frames (default: 8K UHD).")
-    ] = MAX_PIXELS,
+    max_pixels: int = MAX_PIXELS_OPTION,
 ) -> None:
     """Judge videos: a verdict per video and per person, and the segments that look fake;
     exit 1 if some could not be scored."""
@@ -443,8 +386,8 @@ def _judge_all(predictor: Predictor, videos: list[Path], keep_crops: bool) -> li
 @app.command()
 def evaluate(
     data: Annotated[Path, typer.Argument(help="A preprocessed folder, or a labelled dataset.")],
-    model: Annotated[Path, typer.Option(help="Training run folder or its model artifact.")],
     output_dir: Annotated[Path, typer.Option(help="Gets evaluation.json, videos.csv, PNGs.")],
+    model: Path = MODEL_OPTION,
     dataset_format: Annotated[
         DatasetFormat, typer.Option(help="Layout of raw videos (auto reads a stage-1 folder).")
     ] = DatasetFormat.auto,
@@ -452,20 +395,14 @@ def evaluate(
     splits_dir: Annotated[
         Path | None, typer.Option(help="FF++ official split files, for raw FF++.")
     ] = None,
-    frames: Annotated[int, typer.Option(min=1, help="Frames per raw video.")] = 32,
-    aggregation: Annotated[
-        str | None, typer.Option(help="As for predict [default: the model's].")
-    ] = None,
-    threshold: Annotated[
-        float | None, typer.Option(min=0.0, max=1.0, help="Override the artifact's threshold.")
-    ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    backend: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
-    batch_size: Annotated[int, typer.Option(min=1)] = 64,
-    min_frames: Annotated[int, typer.Option(min=1)] = 1,
-    allow_outside_root: Annotated[
-        bool, typer.Option(help="Read files a CSV lists outside its folder (else refused).")
-    ] = False,
+    frames: int = FRAMES_OPTION,
+    aggregation: str | None = AGGREGATION_OPTION,
+    threshold: float | None = THRESHOLD_OPTION,
+    device: str = DEVICE_OPTION,
+    backend: str = BACKEND_OPTION,
+    batch_size: int = BATCH_SIZE_OPTION,
+    min_frames: int = MIN_FRAMES_OPTION,
+    allow_outside_root: bool = ALLOW_OUTSIDE_ROOT_OPTION,
     quiet: Annotated[bool, typer.Option(help="No progress or tables.")] = False,
 ) -> None:
     """Score a labelled set: AUC, EER, AP, accuracy, log loss, confusion, per method, plots."""
@@ -534,7 +471,7 @@ def import_model(
 
 @app.command()
 def serve(
-    model: Annotated[Path, typer.Option(help="Training run folder or its model artifact.")],
+    model: Path = MODEL_OPTION,
     host: Annotated[
         str, typer.Option(help="Interface; anything but loopback needs --token.")
     ] = "127.0.0.1",

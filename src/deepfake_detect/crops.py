@@ -31,37 +31,59 @@ from deepfake_detect.faces import (
     letterbox,
     track_faces,
 )
-from deepfake_detect.schema import check_field_types
+from deepfake_detect.schema import check_field_types, setting
 from deepfake_detect.status import Status
 from deepfake_detect.video import MAX_PIXELS, Frame, VideoError, VideoInfo, sample_frames
 
 Item = TypeVar("Item")
 
 STAGE1_SETTINGS = "preprocess.json"
+DEFAULT_FRAMES = 32  # sampled per video when neither a count nor a rate is given
 
 
 class CropSettingsError(DeepfakeDetectError, ValueError):
-    """A stage-1 settings file that cannot be read into a CropConfig; one line naming it."""
+    """Crop settings out of type or range, or a stage-1 settings file that cannot be read into
+    a CropConfig; one line naming the setting (and the file)."""
 
 
 @dataclass(frozen=True)
 class CropConfig:
-    """Every parameter that shapes the crops (saved in preprocess.json and the model artifact)."""
+    """Every parameter that shapes the crops (saved in preprocess.json and the model artifact).
 
-    use_face_detection: bool = True
-    face_detector: str = "dlib"
-    frames_per_video: int | None = 32
-    frame_sampling_rate: int | None = None
-    max_frames: int | None = None
-    every_seconds: float | None = None
-    crop_size: int = 256
-    margin: float = 0.3
-    faces_per_frame: int | None = None
-    detect_size: int = 640
-    scan_every: int = 8
-    crop_shape: str = "square"
+    The single home of their defaults and help: the CLI's options are built from these fields.
+    """
+
+    use_face_detection: bool = setting(
+        True, "Crop detected faces, or keep whole frames letterboxed."
+    )
+    face_detector: str = setting("dlib", "Face detector.")
+    frames_per_video: int | None = setting(
+        None, f"N evenly spaced frames per video ({DEFAULT_FRAMES} when no rate is given)."
+    )
+    frame_sampling_rate: int | None = setting(
+        None, "Keep every Nth frame (instead of evenly spaced)."
+    )
+    max_frames: int | None = setting(None, "At most this many sampled frames per video.")
+    every_seconds: float | None = setting(None, "Seconds between samples in long videos.")
+    crop_size: int = setting(256, "Crop side in pixels.")
+    margin: float = setting(0.3, "Margin on each side, fraction of the box.")
+    faces_per_frame: int | None = setting(None, "Keep at most N faces per frame, largest first.")
+    detect_size: int = setting(640, "Longer side of the frame copy the detector sees.")
+    scan_every: int = setting(
+        8, "Scan whole frames every Nth sampled frame; follow known faces between."
+    )
+    crop_shape: str = setting(
+        "square", "square around the face, or its box stretched or padded to a square."
+    )
 
     def __post_init__(self) -> None:
+        try:
+            self._check()
+        except (TypeError, ValueError) as error:
+            raise CropSettingsError(str(error)) from None
+
+    def _check(self) -> None:
+        """Raise TypeError or ValueError naming the first setting out of type or range."""
         check_field_types(self)
         if self.face_detector not in DETECTORS:
             known = ", ".join(DETECTORS)
@@ -75,8 +97,10 @@ class CropConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.frame_sampling_rate and self.frames_per_video:
+            raise ValueError("give frame_sampling_rate or frames_per_video, not both")
         if self.frame_sampling_rate is None and self.frames_per_video is None:
-            raise ValueError("set frames_per_video or frame_sampling_rate")
+            object.__setattr__(self, "frames_per_video", DEFAULT_FRAMES)  # frozen: set once here
         if self.every_seconds is not None and self.every_seconds <= 0:
             raise ValueError(f"every_seconds must be positive, got {self.every_seconds}")
         if not 16 <= self.crop_size <= 2048:

@@ -180,19 +180,8 @@ class VideoDataProcessor:
         output_dir: where preprocess.json, faces/, metadata.csv and crops.csv go.
         dataset_format: auto|folders|ffpp|celebdf|dfdc|csv.
         resume: skip videos a previous run finished; refuse if its crop parameters differ.
-        use_face_detection: crop detected faces; otherwise keep whole frames, letterboxed.
-        face_detector: a name from `faces.DETECTORS`.
-        frame_sampling_rate: keep every Nth frame (takes the place of frames_per_video).
-        frames_per_video: N evenly spaced frames (default 32).
-        max_frames: keep at most this many sampled frames per video.
-        crop_size: side of the square crops in pixels.
-        margin: added on each side of the face box, as a fraction of its size.
-        crop_shape: square (around the box), or the box's rectangle stretched or padded to a
-            square, as published detectors crop (`faces.CROP_SHAPES`).
-        faces_per_frame: keep at most this many faces per frame, largest first.
-        detect_size: longer side of the frame copy a whole-frame scan sees.
-        scan_every: scan whole frames every Nth sampled frame; in between, known faces are
-            searched for near their last box (1 scans every frame).
+        crops: the crop settings (what `CropConfig` holds); or give its fields by keyword
+            (`frames_per_video=16, use_face_detection=False, ...`) through `crop_settings`.
         num_workers: processes, each decoding on one thread (one core each); 0 runs in this
             process with a decoder thread per core.
         max_pixels: videos whose frames have more pixels are refused (decode_error) before
@@ -203,6 +192,7 @@ class VideoDataProcessor:
         allow_outside_root: read the files a CSV dataset lists outside its own folder
             (otherwise those rows get the status outside_root).
         progress: show a progress bar and a summary table.
+        crop_settings: `CropConfig` fields, when `crops` is not given.
     """
 
     def __init__(
@@ -211,18 +201,8 @@ class VideoDataProcessor:
         output_dir: Path | str,
         *,
         dataset_format: str = "auto",
+        crops: CropConfig | None = None,
         resume: bool = True,
-        use_face_detection: bool = True,
-        face_detector: str = "dlib",
-        frame_sampling_rate: int | None = None,
-        frames_per_video: int | None = None,
-        max_frames: int | None = None,
-        crop_size: int = 256,
-        margin: float = 0.3,
-        crop_shape: str = "square",
-        faces_per_frame: int | None = None,
-        detect_size: int = 640,
-        scan_every: int = 8,
         num_workers: int | None = None,
         max_pixels: int = MAX_PIXELS,
         limit: int | None = None,
@@ -233,23 +213,12 @@ class VideoDataProcessor:
         allow_outside_root: bool = False,
         progress: bool = True,
         console: Console | None = None,
+        **crop_settings: Any,
     ) -> None:
-        if frame_sampling_rate and frames_per_video:
-            raise PreprocessError("give frame_sampling_rate or frames_per_video, not both")
+        if crops is not None and crop_settings:
+            raise PreprocessError("give a CropConfig or its fields by keyword, not both")
         try:
-            self.config = CropConfig(
-                use_face_detection=use_face_detection,
-                face_detector=face_detector,
-                frames_per_video=None if frame_sampling_rate else (frames_per_video or 32),
-                frame_sampling_rate=frame_sampling_rate,
-                max_frames=max_frames,
-                crop_size=crop_size,
-                margin=margin,
-                crop_shape=crop_shape,
-                faces_per_frame=faces_per_frame,
-                detect_size=detect_size,
-                scan_every=scan_every,
-            )
+            self.config = crops or CropConfig(**crop_settings)
         except (TypeError, ValueError) as error:
             raise PreprocessError(str(error)) from None
         if not dataset_dirs:

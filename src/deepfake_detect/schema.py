@@ -13,6 +13,12 @@ import typing
 from typing import Any
 
 
+def setting(default: Any, help: str) -> Any:
+    """A settings dataclass field: its default and the one-line help the CLI shows for it, so
+    that the dataclass is the single home of both."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 def check_field_types(instance: Any) -> None:
     """Raise TypeError naming the first field whose value does not match its annotation."""
     hints = typing.get_type_hints(type(instance))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,6 @@ from torch.utils.data import DataLoader
 
 from deepfake_detect.artifact import ModelArtifact, library_versions, save_artifact
 from deepfake_detect.crops import CropConfig, CropSettingsError
-from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.metrics import (
     aggregate_videos,
     binary_metrics,
@@ -37,6 +36,7 @@ from deepfake_detect.metrics import (
     fit_temperature,
 )
 from deepfake_detect.models import ModelConfig, create_model
+from deepfake_detect.train_config import MONITOR, MONITORS, TrainConfig, TrainError
 from deepfake_detect.training_data import (
     CropDataset,
     DataError,
@@ -48,95 +48,6 @@ from deepfake_detect.training_data import (
     select_split,
     verify,
 )
-
-MONITOR = "val_video_auc"
-# What can choose the best epoch and stop early, and which way is better.
-MONITORS = {"val_video_auc": "max", "val_frame_auc": "max", "val_ap": "max", "val_loss": "min",
-            "val_log_loss": "min"}  # fmt: skip
-
-
-class TrainError(DeepfakeDetectError, ValueError):
-    """A training run that cannot start; one clear message."""
-
-
-@dataclass
-class TrainConfig:
-    """Every option of a training run (the CLI flags and the keys of --config train.yaml)."""
-
-    train: Path
-    output_dir: Path
-    val: Path | None = None
-    resume_checkpoint: str | None = None
-    model: str = "meso4"
-    pretrained: bool = False
-    image_size: int | None = None
-    drop_rate: float = 0.5
-    augment: str = "light"
-    self_blend: float = 0.0
-    balance: bool = True
-    batch_size: int = 32
-    crops_per_video: int = 8
-    val_crops_per_video: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    max_epochs: int = 30
-    max_minutes: float | None = None
-    patience: int = 5
-    monitor: str = MONITOR
-    target_auc: float | None = None
-    num_workers: int = 0
-    accelerator: str = "auto"
-    devices: str = "auto"
-    strategy: str = "auto"
-    precision: str | None = None
-    gradient_clip: float = 1.0
-    seed: int = 0
-    allow_leakage: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("train", "output_dir", "val"):
-            value = getattr(self, name)
-            if value is not None:
-                setattr(self, name, Path(value))
-        checks = [
-            (self.batch_size >= 1, "batch_size must be at least 1"),
-            (self.crops_per_video >= 1, "crops_per_video must be at least 1"),
-            (self.max_epochs >= 1, "max_epochs must be at least 1"),
-            (self.max_minutes is None or self.max_minutes > 0, "max_minutes must be positive"),
-            (0 <= self.self_blend < 1, "self_blend must be in [0, 1)"),
-            (self.lr > 0, "lr must be positive"),
-            (self.monitor in MONITORS, f"monitor must be one of {', '.join(MONITORS)}"),
-            (self.target_auc is None or 0 < self.target_auc <= 1, "target_auc must be in (0, 1]"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise TrainError(message)
-
-    @classmethod
-    def from_yaml(cls, path: Path, **overrides: Any) -> TrainConfig:
-        """Options from a YAML file, then `overrides` on top; unknown keys are refused."""
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise TrainError(
-                f"{path}: cannot read config ({' '.join(str(error).split())})"
-            ) from None
-        if not isinstance(loaded, dict):
-            raise TrainError(f"{path}: a config is a mapping of option: value")
-        loaded = {k.replace("-", "_"): v for k, v in loaded.items()}
-        known = {f.name for f in fields(cls)}
-        if unknown := sorted(set(loaded) - known):
-            raise TrainError(f"{path}: unknown options {unknown}; known: {sorted(known)}")
-        try:
-            return cls(**(loaded | overrides))
-        except TypeError as error:  # a required option (train, output_dir) is missing
-            raise TrainError(f"{path}: {error}") from None
-
-    def to_yaml(self) -> str:
-        plain = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
-        return yaml.safe_dump(plain, sort_keys=False)
 
 
 class DeepfakeClassifier(L.LightningModule):
