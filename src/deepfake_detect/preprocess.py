@@ -108,12 +108,44 @@ def process_video(
     return ProcessedVideo(item.video_id, video_fields, records)
 
 
-def _one_core_per_worker() -> None:
+def _one_core_per_worker(parent_pid: int | None = None) -> None:
     """Pool initializer: a worker is one core's worth of work (its decoder gets one thread,
-    OpenCV too), so N workers use N cores instead of each spreading over all of them."""
+    OpenCV too), so N workers use N cores instead of each spreading over all of them. It also
+    ends with its parent (`exit_with_parent`)."""
     import cv2
 
     cv2.setNumThreads(1)
+    if parent_pid is not None:
+        exit_with_parent(parent_pid)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Make this process die when `parent_pid` does, even by kill -9 (which runs no cleanup):
+    a pool worker otherwise waits forever on its task queue, and with it the resource tracker.
+
+    Linux delivers SIGKILL through PR_SET_PDEATHSIG; elsewhere a daemon thread checks the
+    parent's id every second. A parent already gone by now is caught by the id check."""
+    import ctypes
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    else:
+
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
 def _failure(item: VideoItem, status: str, message: str) -> ProcessedVideo:
@@ -144,25 +176,41 @@ def _write_csv_atomic(path: Path, table: pd.DataFrame) -> None:
 class Journal:
     """Append-only record of finished videos (one JSON line each), fsynced per line.
 
-    A kill can at worst cut the last line short; reading skips it, so that video is redone.
+    A kill can at worst cut the last line short. `read` counts the lines it cannot use
+    (`unreadable`), so that video is redone; `open_for_append` cuts such a torn tail off, so
+    the next record starts on a line of its own instead of being glued to the fragment.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.unreadable = 0
 
     def read(self) -> dict[str, ProcessedVideo]:
         results: dict[str, ProcessedVideo] = {}
+        self.unreadable = 0
         if not self.path.exists():
             return results
-        with open(self.path, encoding="utf-8") as handle:
+        with open(self.path, encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 try:
                     record = json.loads(line)
                     result = ProcessedVideo(record["video_id"], record["fields"], record["crops"])
                 except (json.JSONDecodeError, KeyError, TypeError):
+                    self.unreadable += line.strip() != ""
                     continue
                 results[result.video_id] = result
         return results
+
+    def open_for_append(self) -> None:
+        """Cut off a torn last line (one without its newline) before anything is appended."""
+        if not self.path.exists():
+            return
+        with open(self.path, "rb+") as handle:
+            data = handle.read()
+            if data and not data.endswith(b"\n"):
+                handle.truncate(data.rfind(b"\n") + 1)
+                handle.flush()
+                os.fsync(handle.fileno())
 
     def append(self, result: ProcessedVideo) -> None:
         line = json.dumps(asdict(result), allow_nan=True) + "\n"
@@ -305,9 +353,12 @@ class VideoDataProcessor:
         self._prepare_output_dir()
         journal = Journal(self.output_dir / JOURNAL)
         done = self._finished(journal, items)
+        journal.open_for_append()
         pending = [item for item in items if item.video_id not in done]
-        if done:
-            self._say(f"resuming: {len(done)} videos already done, {len(pending)} to go")
+        if done or journal.unreadable:
+            skipped = journal.unreadable
+            note = f" ({skipped} unreadable journal lines skipped)" if skipped else ""
+            self._say(f"resuming: {len(done)} videos already done, {len(pending)} to go{note}")
         results = dict(done)
         for result in self._execute(pending, len(items), len(done)):
             journal.append(result)
@@ -417,7 +468,7 @@ class VideoDataProcessor:
             try:
                 with ProcessPoolExecutor(
                     self.num_workers, mp_context=get_context("spawn"),
-                    initializer=_one_core_per_worker,
+                    initializer=_one_core_per_worker, initargs=(os.getpid(),),
                 ) as pool:  # fmt: skip
                     while batch or running:
                         while batch and len(running) < 2 * self.num_workers:
