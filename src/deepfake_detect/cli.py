@@ -16,7 +16,7 @@ from deepfake_detect import __version__
 from deepfake_detect.dataset_layouts import ADAPTERS
 from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.faces import CROP_SHAPES, DETECTORS
-from deepfake_detect.preprocess import VideoDataProcessor
+from deepfake_detect.preprocess import EXECUTORS, VideoDataProcessor
 from deepfake_detect.status import Status
 from deepfake_detect.video import MAX_PIXELS
 
@@ -57,6 +57,13 @@ app.add_typer(datasets_app, name="datasets")
 DatasetFormat = StrEnum("DatasetFormat", {name: name for name in ["auto", *ADAPTERS]})
 Detector = StrEnum("Detector", {name: name for name in DETECTORS})
 CropShape = StrEnum("CropShape", {name: name for name in CROP_SHAPES})
+Executor = StrEnum("Executor", {name: name for name in EXECUTORS})
+ExecutorOption = Annotated[
+    Executor, typer.Option(help="local processes, or ray (tasks on a Ray cluster; [ray] extra).")
+]
+RayAddress = Annotated[
+    str | None, typer.Option(help="Ray cluster: auto or ray://host:port [default: local Ray].")
+]
 
 
 def fail(message: str, code: int) -> typer.Exit:
@@ -143,6 +150,8 @@ def preprocess(
     num_workers: Annotated[
         int | None, typer.Option(min=0, help="Worker processes [default: CPU count].")
     ] = None,
+    executor: ExecutorOption = Executor.local,
+    ray_address: RayAddress = None,
     max_pixels: Annotated[
         int, typer.Option(min=1, help="Refuse videos with larger frames (default: 8K UHD).")
     ] = MAX_PIXELS,
@@ -180,6 +189,8 @@ def preprocess(
         detect_size=detect_size,
         scan_every=scan_every,
         num_workers=num_workers,
+        executor=executor.value,
+        ray_address=ray_address,
         max_pixels=max_pixels,
         limit=limit,
         val_fraction=val_fraction,

@@ -36,11 +36,13 @@ from deepfake_detect import __version__
 from deepfake_detect.crops import STAGE1_SETTINGS, CropConfig, extract_faces
 from deepfake_detect.dataset_layouts import VideoItem, assign_splits, discover
 from deepfake_detect.errors import DeepfakeDetectError
+from deepfake_detect.extras import require_extra
 from deepfake_detect.files import atomic_path
 from deepfake_detect.status import Status
 from deepfake_detect.video import MAX_PIXELS, VideoError
 
 FORMAT_VERSION = 1
+EXECUTORS = ("local", "ray")
 JOURNAL = "progress.jsonl"
 # Statuses that may change by themselves (the file appears, is made readable): retried on resume.
 RETRY_ON_RESUME = frozenset(
@@ -148,6 +150,18 @@ def exit_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def process_video_on_ray(
+    item: VideoItem, config: CropConfig, faces_dir: Path, max_pixels: int, cwd: str
+) -> ProcessedVideo:
+    """`process_video` as a Ray task runs it: on one core, as a pool worker does (so the
+    crops are the same bytes), with relative paths read from the driver's working folder
+    where that folder exists (a shared filesystem)."""
+    _one_core_per_worker()
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
+    return process_video(item, config, faces_dir, threads=1, max_pixels=max_pixels)
+
+
 def _failure(item: VideoItem, status: str, message: str) -> ProcessedVideo:
     return ProcessedVideo(
         item.video_id, {"status": status, "error": message, "n_frames_saved": 0, "n_crops": 0}
@@ -242,7 +256,10 @@ class VideoDataProcessor:
         scan_every: scan whole frames every Nth sampled frame; in between, known faces are
             searched for near their last box (1 scans every frame).
         num_workers: processes, each decoding on one thread (one core each); 0 runs in this
-            process with a decoder thread per core.
+            process with a decoder thread per core. With Ray, the CPUs of the local instance.
+        executor: local (a process pool) or ray (Ray tasks; needs the [ray] extra).
+        ray_address: the Ray cluster to use (auto, ray://host:port); default a local
+            instance. The output folder must be on a filesystem every node sees.
         max_pixels: videos whose frames have more pixels are refused (decode_error) before
             a frame is decoded; the default is 8K UHD.
         limit: process only the first N videos (by video id).
@@ -272,6 +289,8 @@ class VideoDataProcessor:
         detect_size: int = 640,
         scan_every: int = 8,
         num_workers: int | None = None,
+        executor: str = "local",
+        ray_address: str | None = None,
         max_pixels: int = MAX_PIXELS,
         limit: int | None = None,
         val_fraction: float = 0.1,
@@ -311,6 +330,11 @@ class VideoDataProcessor:
             raise PreprocessError(f"limit must be at least 1, got {limit}")
         if max_pixels < 1:
             raise PreprocessError(f"max_pixels must be at least 1, got {max_pixels}")
+        if executor not in EXECUTORS:
+            raise PreprocessError(f"unknown executor {executor!r}; known: {', '.join(EXECUTORS)}")
+        if executor == "ray":
+            require_extra("ray", "--executor ray")
+        self.executor, self.ray_address = executor, ray_address
         self.max_pixels = max_pixels
         self.dataset_dirs = [Path(d) for d in dataset_dirs]
         self.output_dir = Path(output_dir)
@@ -450,6 +474,9 @@ class VideoDataProcessor:
                 yield result
 
     def _results(self, items: list[VideoItem]) -> Iterator[ProcessedVideo]:
+        if self.executor == "ray":
+            yield from self._ray_results(items)
+            return
         if self.num_workers == 0:
             for item in items:
                 yield process_video(item, self.config, self.faces_dir, max_pixels=self.max_pixels)
@@ -490,6 +517,22 @@ class VideoDataProcessor:
                 yield _failure(
                     item, Status.WORKER_CRASH, f"{item.path}: the worker decoding it died"
                 )
+
+    def _ray_results(self, items: list[VideoItem]) -> Iterator[ProcessedVideo]:
+        """Ray tasks, a bounded number in flight; a video whose worker died on both tries is
+        a worker_crash, as in the pool. Results come back here: only the driver writes."""
+        from deepfake_detect.ray_executor import WorkerCrash, connect, map_tasks
+
+        ray = connect(self.ray_address, num_cpus=self.num_workers or None)
+        tasks = map_tasks(
+            ray, process_video_on_ray, items, self.config, self.faces_dir, self.max_pixels,
+            os.getcwd(),
+        )  # fmt: skip
+        for item, result in tasks:
+            if isinstance(result, WorkerCrash):
+                message = f"{item.path}: the worker decoding it died"
+                result = _failure(item, Status.WORKER_CRASH, message)
+            yield result
 
     def _write_tables(
         self, items: list[VideoItem], results: dict[str, ProcessedVideo]

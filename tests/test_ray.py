@@ -1,0 +1,174 @@
+"""Stage 1 and batch prediction on Ray (issue 16), on one local Ray instance of 2 CPUs.
+
+Ray is in the `dev` extra, so these tests run wherever `make test` does; they never skip.
+Its workers load a sitecustomize that makes some videos kill their worker: `crash*` every
+time, `once*` the first time only (a marker file beside the video remembers).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+from test_preprocess import FAST, cli, load_outputs, make_dataset
+from typer.testing import CliRunner
+
+from deepfake_detect import extras
+from deepfake_detect.cli import app
+from deepfake_detect.preprocess import JOURNAL, Journal, VideoDataProcessor
+
+RAY = FAST | {"executor": "ray"}
+LOCAL_POOL = FAST | {"num_workers": 2}
+
+DYING_WORKERS = """
+import os
+import sys
+
+if sys.argv and sys.argv[0].endswith("default_worker.py"):  # Ray's workers, not its agents
+    import deepfake_detect.preprocess as stage
+
+    real_extract_faces = stage.extract_faces
+
+    def extract_or_die(path, *args, **kwargs):
+        marker = path.with_suffix(".died")
+        if path.stem.startswith("crash") or (path.stem.startswith("once") and not marker.exists()):
+            marker.touch()
+            os._exit(1)  # as a decoder segfault would
+        return real_extract_faces(path, *args, **kwargs)
+
+    stage.extract_faces = extract_or_die
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray(tmp_path_factory):
+    """One local Ray instance (2 CPUs) for the module; its workers get DYING_WORKERS."""
+    site = tmp_path_factory.mktemp("ray-site")
+    (site / "sitecustomize.py").write_text(DYING_WORKERS)
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(site), *sys.path])
+    try:
+        from deepfake_detect.ray_executor import connect
+
+        yield connect(num_cpus=2)
+    finally:
+        ray.shutdown()
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("ray-data") / "data", n_real=3, n_fake=3)
+
+
+@pytest.fixture(scope="module")
+def local_run(dataset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("local") / "out"
+    VideoDataProcessor([dataset], out, **LOCAL_POOL).run()
+    return out
+
+
+def assert_same_outputs(expected: Path, got: Path) -> None:
+    """Same tables and byte-identical .npy files (the source path column aside)."""
+    want, have = load_outputs(expected), load_outputs(got)
+    pd.testing.assert_frame_equal(want[0].drop(columns="path"), have[0].drop(columns="path"))
+    pd.testing.assert_frame_equal(want[1], have[1])
+    assert want[2] == have[2] and len(want[2]) == 6
+
+
+def test_ray_writes_what_the_local_pool_writes(dataset, local_run, tmp_path):
+    VideoDataProcessor([dataset], tmp_path / "ray", **RAY).run()
+    assert_same_outputs(local_run, tmp_path / "ray")
+    local = pd.read_csv(local_run / "metadata.csv")
+    assert (pd.read_csv(tmp_path / "ray" / "metadata.csv").path == local.path).all()
+
+
+def break_finished_sources(out: Path) -> list[str]:
+    """Overwrite the videos the journal says are done: a resume that redid one would record
+    a decode_error for it."""
+    paths = []
+    metadata = pd.read_csv(out / "metadata.csv").set_index("video_id")
+    for video_id in Journal(out / JOURNAL).read():
+        Path(metadata.path[video_id]).write_bytes(b"garbage")
+        paths.append(metadata.path[video_id])
+    return paths
+
+
+@pytest.mark.parametrize(("first", "then"), [(LOCAL_POOL, RAY), (RAY, LOCAL_POOL)])
+def test_a_run_resumes_on_the_other_executor(tmp_path, local_run, first, then):
+    data = make_dataset(tmp_path / "data", n_real=3, n_fake=3)
+    out = tmp_path / "out"
+    VideoDataProcessor([data], out, **first).run()
+    journal = out / JOURNAL
+    journal.write_text("".join(journal.read_text().splitlines(keepends=True)[:3]))
+    broken = break_finished_sources(out)
+    done = Journal(journal).read()
+    for npy in (out / "faces").glob("*.npy"):  # the other executor must make the rest
+        if npy.stem not in done:
+            npy.unlink()
+    VideoDataProcessor([data], out, **then).run()
+    assert_same_outputs(local_run, out)
+    assert len(broken) == 3 and journal.read_text().count("\n") == 6
+
+
+def test_a_dead_worker_is_retried_and_one_that_dies_twice_is_a_worker_crash(tmp_path):
+    data = make_dataset(tmp_path / "data", n_real=2, n_fake=2)
+    face_clip_copy = (data / "real" / "r0.mp4").read_bytes()
+    (data / "real" / "crash.mp4").write_bytes(face_clip_copy)
+    (data / "fake" / "once.mp4").write_bytes(face_clip_copy)
+    metadata = VideoDataProcessor([data], tmp_path / "out", **RAY).run().set_index("video_id")
+    assert (data / "fake" / "once.died").exists(), "the once-dying worker did not die"
+    status = metadata.status.to_dict()
+    assert status.pop("data__real__crash") == "worker_crash"
+    assert set(status.values()) == {"ok"} and len(status) == 5
+    error = metadata.error["data__real__crash"]
+    assert error == f"{data / 'real' / 'crash.mp4'}: the worker decoding it died"
+
+
+def test_a_driver_killed_9_resumes_without_redoing_finished_videos(tmp_path, local_run):
+    data = make_dataset(tmp_path / "data", n_real=3, n_fake=3)
+    out = tmp_path / "out"
+    args = ["--executor", "ray", "--num-workers", "1", "--frames-per-video", "4",
+            "--crop-size", "64", "--quiet"]  # fmt: skip
+    process = subprocess.Popen(
+        cli("preprocess", str(data), "--output-dir", str(out), *args), start_new_session=True
+    )
+    journal = out / JOURNAL
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if journal.exists() and journal.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "metadata.csv").exists(), "the run finished before it could be killed"
+    done = Journal(journal).read()
+    assert 2 <= len(done) < 6
+    for video_id in done:  # a redone video would now be a decode_error
+        relative = video_id.removeprefix("data__").replace("__", "/")
+        (data / f"{relative}.mp4").write_bytes(b"garbage")
+    VideoDataProcessor([data], out, **RAY).run()
+    assert_same_outputs(local_run, out)
+    assert journal.read_text().count("\n") == 6
+
+
+def test_without_ray_the_executor_names_the_extra(monkeypatch, tmp_path):
+    real = extras.importlib.util.find_spec
+    monkeypatch.setattr(
+        extras.importlib.util, "find_spec", lambda name: None if name == "ray" else real(name)
+    )
+    data = make_dataset(tmp_path / "data", n_real=1, n_fake=1)
+    result = CliRunner().invoke(
+        app, ["preprocess", str(data), "--output-dir", str(tmp_path / "o"), "--executor", "ray"]
+    )
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'deepfake-detect[ray]'" in lines[0]
