@@ -5,6 +5,7 @@ Its workers load a sitecustomize that makes some videos kill their worker: `cras
 time, `once*` the first time only (a marker file beside the video remembers).
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -26,6 +27,7 @@ RAY = FAST | {"executor": "ray"}
 LOCAL_POOL = FAST | {"num_workers": 2}
 
 DYING_WORKERS = """
+import json
 import os
 import sys
 
@@ -172,3 +174,60 @@ def test_without_ray_the_executor_names_the_extra(monkeypatch, tmp_path):
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "pip install 'deepfake-detect[ray]'" in lines[0]
+
+
+def judged(path: Path) -> list[dict]:
+    """The videos of a predict --json, in path order, without their timings."""
+    videos = json.loads(path.read_text())["videos"]
+    return sorted(({k: v for k, v in video.items() if k != "timings"} for video in videos),
+                  key=lambda video: video["path"])  # fmt: skip
+
+
+def test_predict_on_ray_actors_equals_the_local_run(dataset, tiny_model, tmp_path):
+    (dataset.parent / "notes.mp4").write_text("not a video\n")
+    results = {}
+    for executor in ("local", "ray"):
+        out = tmp_path / executor
+        result = CliRunner().invoke(app, [
+            "predict", str(dataset), str(dataset.parent / "notes.mp4"), "--model",
+            str(tiny_model), "--frames", "4", "--every", "0", "--executor", executor,
+            "--json", f"{out}.json", "--csv", f"{out}.csv",
+        ])  # fmt: skip
+        assert result.exit_code == 1, result.output  # notes.mp4 cannot be scored
+        csv = pd.read_csv(f"{out}.csv").sort_values("path", ignore_index=True)
+        results[executor] = judged(Path(f"{out}.json")), csv
+    assert results["ray"][0] == results["local"][0]
+    assert len(results["ray"][0]) == 7
+    pd.testing.assert_frame_equal(results["ray"][1], results["local"][1])
+
+
+@pytest.mark.parametrize("source", ["stage-1 folder", "raw videos"])
+def test_evaluate_on_ray_actors_equals_the_local_run(source, dataset, local_run, tiny_model,
+                                                     tmp_path):  # fmt: skip
+    data = local_run if source == "stage-1 folder" else dataset
+    tables = {}
+    for executor in ("local", "ray"):
+        out = tmp_path / executor
+        result = CliRunner().invoke(app, [
+            "evaluate", str(data), "--model", str(tiny_model), "--output-dir", str(out),
+            "--frames", "4", "--executor", executor, "--quiet",
+        ])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        tables[executor] = pd.read_csv(out / "videos.csv")
+        summary = json.loads((out / "evaluation.json").read_text())
+        tables[f"{executor} auc"] = summary["video"]["auc"]
+    pd.testing.assert_frame_equal(tables["ray"], tables["local"])
+    assert tables["ray auc"] == tables["local auc"] and len(tables["ray"]) == 6
+
+
+def test_predictions_are_written_as_they_come(tmp_path):
+    from deepfake_detect.inference import PredictionWriter, VideoPrediction
+
+    with PredictionWriter(tmp_path / "v.json", tmp_path / "v.csv") as writer:
+        writer.add(VideoPrediction(path="a.mp4", status="ok", probability=0.9, verdict="FAKE"))
+        assert pd.read_csv(tmp_path / "v.csv").path.tolist() == ["a.mp4"]
+        assert '"path": "a.mp4"' in (tmp_path / "v.json").read_text()
+        writer.add(VideoPrediction(path="b.mp4", status="no_face", error="b.mp4: no face"))
+    assert [v["path"] for v in json.loads((tmp_path / "v.json").read_text())["videos"]] == [
+        "a.mp4", "b.mp4"
+    ]  # fmt: skip

@@ -11,8 +11,9 @@ its worker again comes back as a `WorkerCrash`, and the run goes on. What the re
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -180,3 +181,65 @@ class ActorPool:
         for actor in self.actors:
             self.ray.kill(actor)
         self.actors = []
+
+
+class PredictorActor:
+    """A Ray actor holding one loaded model (a `Predictor`), for batch prediction."""
+
+    def __init__(self, model: str, options: dict[str, Any]) -> None:
+        from deepfake_detect.inference import Predictor
+
+        self.predictor = Predictor(Path(model), **options)
+
+    def predict(self, job: tuple[int, str, bool]) -> Any:
+        _, path, keep_crops = job
+        return self.predictor.predict(Path(path), keep_crops)
+
+    def probabilities(self, job: tuple[int, str]) -> Any:
+        _, path = job
+        return next(self.predictor.probabilities_all([Path(path)]))[1]
+
+
+class RayPredictors:
+    """Batch prediction on Ray: `actors` copies of the model (default one per CPU slot, or one
+    per GPU share with `gpus_per_actor`), with the batch methods of a local `Predictor`
+    (`predict_all`, `probabilities_all`), yielding results as they finish, in any order.
+
+    A video that kills its actor twice is a worker_crash; the others go on.
+    """
+
+    def __init__(
+        self,
+        model: Path,
+        options: dict[str, Any],
+        *,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        gpus_per_actor: float = 0,
+        actors: int | None = None,
+    ) -> None:
+        ray = connect(address, num_cpus)
+        self.pool = ActorPool(
+            ray, PredictorActor, (str(Path(model).resolve()), options), size=actors,
+            num_gpus=gpus_per_actor,
+        )  # fmt: skip
+
+    def predict_all(self, paths: Sequence[Path], keep_crops: bool = False) -> Iterator[Any]:
+        from deepfake_detect.inference import VideoPrediction
+        from deepfake_detect.status import Status
+
+        jobs = [(index, str(path), keep_crops) for index, path in enumerate(paths)]
+        for (index, path, _), result in self.pool.map("predict", jobs):
+            if isinstance(result, WorkerCrash):
+                message = f"{path}: the worker judging it died ({result.message})"
+                result = VideoPrediction(path=path, status=Status.WORKER_CRASH, error=message)
+            yield index, result
+
+    def probabilities_all(self, npy_paths: Sequence[Path]) -> Iterator[tuple[int, Any]]:
+        """`(position, probabilities)`, or `(position, WorkerCrash)` for a crashed scoring."""
+        jobs = [(index, str(path)) for index, path in enumerate(npy_paths)]
+        for (index, _), result in self.pool.map("probabilities", jobs):
+            yield index, result
+
+    def close(self) -> None:
+        self.pool.shutdown()
