@@ -309,6 +309,7 @@ def train(
     ] = "auto",
     devices: Annotated[str, typer.Option(help="Lightning devices: auto, 1, 4, ...")] = "auto",
     strategy: Annotated[str, typer.Option(help="Lightning strategy: auto, ddp, ...")] = "auto",
+    num_nodes: Annotated[int, typer.Option(min=1, help="Machines (DDP: torchrun, SLURM).")] = 1,
     precision: Annotated[
         str | None, typer.Option(help="Lightning precision [default: 16-mixed on GPU, else 32].")
     ] = None,
@@ -337,6 +338,8 @@ def train(
         options = TrainConfig(**(defaults | given))
     result = run_training(options, console)
     video = result.metrics
+    if not video:  # a DDP rank other than 0: rank 0 reports
+        return
     console.print(
         f"model artifact: {result.artifact_dir}  (val video AUC {video['auc']:.4f}, "
         f"EER {video['eer']:.4f})",
