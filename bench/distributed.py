@@ -24,20 +24,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from machine_load import OtherCpu
+from machine_load import cpu_snapshot, other_share
 
 DFDC_VIDEOS = 119_154
 DFDC_GB = 470
 STAGE1 = {"progress": False}  # default crop settings: 32 frames, dlib, 256 px
 
 
-def timed(run: Callable[[], Any]) -> tuple[float, float]:
-    """(wall seconds, other processes' CPU share) of one call."""
-    with OtherCpu() as load:
-        start = time.perf_counter()
-        run()
-        wall = time.perf_counter() - start
-    return wall, load.share
+def timed(run: Callable[[], Any]) -> tuple[float, float, float]:
+    """(wall seconds, other processes' CPU share, CPU seconds of this process and its
+    children, Ray's workers included) of one call."""
+    start = cpu_snapshot()
+    run()
+    end = cpu_snapshot()
+    return end[0] - start[0], other_share(start, end), end[2] - start[2]
 
 
 def preprocess_run(data: Path, out: Path, **options: Any) -> Callable[[], Any]:
@@ -59,13 +59,15 @@ def start_ray(cpus: int) -> float:
     ray.shutdown()
     start = time.perf_counter()
     connect(num_cpus=cpus)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    print(f"  (local Ray instance of {ray.cluster_resources()['CPU']:g} CPUs: {seconds:.1f} s)")
+    return seconds
 
 
-def line(name: str, videos: int, wall: float, load: float, extra: str = "") -> float:
+def line(name: str, videos: int, wall: float, load: float, cpu: float) -> float:
     rate = videos / wall
-    print(f"  {name:<34} {wall:7.1f} s  {rate:6.2f} videos/s  other load {load:4.0%}  {extra}",
-          flush=True)  # fmt: skip
+    print(f"  {name:<34} {wall:7.1f} s  {rate:6.2f} videos/s  {cpu / videos:5.2f} CPU s/video"
+          f"  other load {load:4.0%}", flush=True)  # fmt: skip
     return rate
 
 
@@ -74,15 +76,13 @@ def bench_stage1(data: Path, work: Path, videos: int, cpus: int) -> None:
     pool = line(f"local pool, {cpus} workers", videos,
                 *timed(preprocess_run(data, work / "pool", num_workers=cpus)))  # fmt: skip
     startup = start_ray(cpus)
-    print(f"  (local Ray instance of {cpus} CPUs started in {startup:.1f} s)")
     ray_n = line(f"ray, {cpus} CPUs", videos,
                  *timed(preprocess_run(data, work / "ray", executor="ray")))  # fmt: skip
     same = all(
         (work / "pool" / "faces" / p.name).read_bytes() == p.read_bytes()
         for p in (work / "ray" / "faces").glob("*.npy")
     )
-    startup1 = start_ray(1)
-    print(f"  (local Ray instance of 1 CPU started in {startup1:.1f} s)")
+    start_ray(1)
     ray_1 = line("ray, 1 CPU", videos,
                  *timed(preprocess_run(data, work / "ray1", executor="ray")))  # fmt: skip
     with_startup = videos / (videos / ray_n + startup)
@@ -99,17 +99,17 @@ def bench_hd_cost(work: Path, clips: int, cpus: int, node_cpus: int, price: floa
     data, _ = make_dataset(Path.home() / ".cache" / "deepfake-detect" / "bench", "1080p", clips,
                            10.0)  # fmt: skip
     start_ray(cpus)
-    wall, load = timed(preprocess_run(data, work / "hd", executor="ray"))
-    line(f"1080p 10 s clips on ray, {cpus} CPUs", clips, wall, load)
-    per_video = wall * cpus / clips  # CPU seconds per video, Ray's overhead included
+    wall, load, cpu = timed(preprocess_run(data, work / "hd", executor="ray"))
+    line(f"1080p 10 s clips on ray, {cpus} CPUs", clips, wall, load, cpu)
+    per_video = cpu / clips  # CPU seconds actually used per video, Ray's own included
     print(f"\nper-video cost: {per_video:.2f} CPU s per 10 s 1080p clip "
-          f"(other load {load:.0%} meanwhile)")  # fmt: skip
+          f"({wall * cpus / clips:.2f} s wall x CPUs; other load {load:.0%})")  # fmt: skip
     print(f"DFDC estimate ({DFDC_VIDEOS:,} videos, {DFDC_GB} GB), nodes of {node_cpus} CPUs at "
           f"${price:.2f}/h, 90% of ideal scaling assumed:")  # fmt: skip
     for nodes in (1, 8, 64):
         hours = DFDC_VIDEOS * per_video / (nodes * node_cpus * 0.9) / 3600
         read = DFDC_GB / (hours * 3600)
-        print(f"  {nodes:>2} nodes: {hours:6.2f} h, ${hours * nodes * price:7.0f}, "
+        print(f"  {nodes:>2} nodes: {hours:6.2f} h, ${hours * nodes * price:7.2f}, "
               f"reading {read:.2f} GB/s from the shared filesystem")  # fmt: skip
 
 
@@ -135,13 +135,13 @@ def bench_predict(data: Path, work: Path, cpus: int) -> None:
     print(f"\nbatch prediction: {len(videos)} clips, 32 frames each, meso4 at 256 px, "
           f"torch threads {torch.get_num_threads()}", flush=True)  # fmt: skip
     local = Predictor(model, **options)
-    wall, load = timed(lambda: list(local.predict_all(videos)))
-    rate_local = line("local Predictor (one process)", len(videos), wall, load)
+    rate_local = line("local Predictor (one process)", len(videos),
+                      *timed(lambda: list(local.predict_all(videos))))  # fmt: skip
     start_ray(cpus)
     pool = RayPredictors(model, options)
     list(pool.predict_all(videos[:cpus]))  # every actor has loaded its model
-    wall, load = timed(lambda: list(pool.predict_all(videos)))
-    rate_ray = line(f"ray, {cpus} actors", len(videos), wall, load)
+    rate_ray = line(f"ray, {cpus} actors", len(videos),
+                    *timed(lambda: list(pool.predict_all(videos))))  # fmt: skip
     print(f"  ray actors / local: {rate_ray / rate_local:.2f}x")
 
 
@@ -154,6 +154,7 @@ def main() -> None:
     parser.add_argument("--node-cpus", type=int, default=32)
     parser.add_argument("--node-price", type=float, default=1.36)
     parser.add_argument("--skip", nargs="*", default=[], choices=["stage1", "hd", "predict"])
+    parser.add_argument("--repeat", type=int, default=1, help="stage-1 comparisons, repeated")
     args = parser.parse_args()
     from deepfake_detect.synth import generate_dataset
 
@@ -162,7 +163,7 @@ def main() -> None:
     if not (data / "manifest.csv").exists():
         print(f"generating {args.videos} clips in {data} ...", flush=True)
         generate_dataset(data, videos=args.videos, seed=0, size=384, fps=25, seconds=4.0)
-    if "stage1" not in args.skip:
+    for _ in range(args.repeat if "stage1" not in args.skip else 0):
         bench_stage1(data, work, args.videos, args.cpus)
     if "hd" not in args.skip:
         bench_hd_cost(work, args.hd_clips, args.cpus, args.node_cpus, args.node_price)
