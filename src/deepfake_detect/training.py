@@ -329,10 +329,14 @@ class CropDataModule(L.LightningDataModule):
         return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self.full_val_dataloader(*self._rank())
+        return self._val_loader(*self._rank())
 
-    def full_val_dataloader(self, replicas: int = 1, rank: int = 0) -> DataLoader:
-        """Validation crops of every video (or of every `replicas`-th video from `rank`)."""
+    def full_val_dataloader(self) -> DataLoader:
+        """Validation crops of every video, whatever the rank (to calibrate the artifact)."""
+        return self._val_loader(1, 0)
+
+    def _val_loader(self, replicas: int, rank: int) -> DataLoader:
+        """Validation crops of every `replicas`-th video from `rank`."""
         keys = evaluation_keys(self.val_table, self.config.val_crops_per_video)
         mine = {v for v in range(len(self.val_table.rows)) if v % replicas == rank}
         return self._loader(
