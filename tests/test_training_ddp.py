@@ -120,3 +120,16 @@ def test_devices_and_num_nodes_reach_the_trainer(tmp_path):
                          num_nodes=1, progress=False)  # fmt: skip
     trainer = build_trainer(config)
     assert trainer.num_nodes == 1 and trainer.num_devices == 1
+
+
+def test_fewer_validation_videos_than_ranks_is_refused(tmp_path):
+    from deepfake_detect.models import create_model
+    from deepfake_detect.training import CropDataModule, TrainError, load_tables
+
+    data = crops_folder(tmp_path / "crops", {"train": [0, 1], "val": [1]}, crops=2)
+    config = TrainConfig(train=data, output_dir=tmp_path / "run", progress=False)
+    train, val, _ = load_tables(config)
+    module = CropDataModule(train, val, create_model("meso4", image_size=64)[1], config)
+    assert len(module.full_val_dataloader().sampler) == 2  # one process: every crop
+    with pytest.raises(TrainError, match="1 videos, fewer than the 2 DDP ranks"):
+        module._val_loader(2, 1)

@@ -337,6 +337,11 @@ class CropDataModule(L.LightningDataModule):
 
     def _val_loader(self, replicas: int, rank: int) -> DataLoader:
         """Validation crops of every `replicas`-th video from `rank`."""
+        if len(self.val_table.rows) < replicas:  # a rank with nothing would stall the others
+            raise TrainError(
+                f"validation has {len(self.val_table.rows)} videos, fewer than the {replicas} "
+                "DDP ranks: give each rank at least one"
+            )
         keys = evaluation_keys(self.val_table, self.config.val_crops_per_video)
         mine = {v for v in range(len(self.val_table.rows)) if v % replicas == rank}
         return self._loader(
