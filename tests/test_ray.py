@@ -231,3 +231,13 @@ def test_predictions_are_written_as_they_come(tmp_path):
     assert [v["path"] for v in json.loads((tmp_path / "v.json").read_text())["videos"]] == [
         "a.mp4", "b.mp4"
     ]  # fmt: skip
+
+
+def test_an_actor_that_cannot_load_its_model_is_one_line(tmp_path, dataset):
+    from deepfake_detect.ray_executor import RayError, RayPredictors
+
+    pool = RayPredictors(tmp_path / "absent", {"device": "cpu"}, actors=1)
+    with pytest.raises(RayError, match=r"^a Ray actor could not start: .*absent") as error:
+        list(pool.predict_all(sorted(dataset.rglob("*.mp4"))))
+    assert "\n" not in str(error.value)
+    pool.close()

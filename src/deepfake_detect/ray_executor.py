@@ -172,6 +172,9 @@ class ActorPool:
                 try:
                     yield item, self.ray.get(ref)
                 except crashes as error:
+                    if getattr(error, "actor_init_failed", False):  # its __init__ raised
+                        last = str(error).strip().splitlines()[-1].strip()
+                        raise RayError(f"a Ray actor could not start: {last}") from None
                     self.actors[slot] = self.remote_class.remote(*self.args)
                     yield item, WorkerCrash(one_line(error))
                 except self.ray.exceptions.RayTaskError as error:
