@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 import ray
 from test_preprocess import FAST, cli, load_outputs, make_dataset
@@ -149,9 +150,15 @@ def test_a_driver_killed_9_resumes_without_redoing_finished_videos(tmp_path, loc
         if journal.exists() and journal.read_text().count("\n") >= 2:
             break
         time.sleep(0.02)
+    # Ray's reaper stops the instance the driver started: raylet, GCS, workers. Its two agents
+    # follow on their own once they notice the raylet gone (about a minute), not waited for.
+    ray_processes = psutil.Process(process.pid).children(recursive=True)
+    core = [p for p in ray_processes if not p.name().endswith("Agent")]
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not (out / "metadata.csv").exists(), "the run finished before it could be killed"
+    _, alive = psutil.wait_procs(core, timeout=30)
+    assert not alive, alive
     done = Journal(journal).read()
     assert 2 <= len(done) < 6
     for video_id in done:  # a redone video would now be a decode_error
@@ -241,3 +248,24 @@ def test_an_actor_that_cannot_load_its_model_is_one_line(tmp_path, dataset):
         list(pool.predict_all(sorted(dataset.rglob("*.mp4"))))
     assert "\n" not in str(error.value)
     pool.close()
+
+
+def double(value: int) -> int:
+    return 2 * value
+
+
+def test_tasks_are_submitted_a_bounded_number_at_a_time(local_ray):
+    from deepfake_detect.ray_executor import map_tasks
+
+    taken = []
+
+    def items():
+        for value in range(20):
+            taken.append(value)
+            yield value
+
+    results = []
+    for value, result in map_tasks(local_ray, double, items(), max_in_flight=3):
+        assert len(taken) - len(results) <= 3  # never more than 3 submitted and unfinished
+        results.append((value, result))
+    assert sorted(results) == [(v, 2 * v) for v in range(20)]
