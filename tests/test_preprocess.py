@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import signal
@@ -329,3 +330,61 @@ def test_csv_rows_outside_the_csv_folder_are_refused_unless_allowed(tmp_path):
     metadata = VideoDataProcessor([table], tmp_path / "out", allow_outside_root=True, **FAST).run()
     status = dict(zip(metadata.path.map(lambda p: Path(p).name), metadata.status, strict=True))
     assert status == {"inside.mp4": "ok", "private.mp4": "decode_error"}, "not retried on resume"
+
+
+def test_a_torn_journal_line_is_cut_off_counted_and_its_video_redone(tmp_path):
+    """Issue 14.9: a kill mid-append leaves a line without its newline; the next record must
+    not be glued to it (that made the next video unreadable too)."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from deepfake_detect.preprocess import JOURNAL, Journal
+
+    data = make_dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    first = VideoDataProcessor([data], out, **FAST).run()
+    journal = out / JOURNAL
+    lines = journal.read_text().splitlines(keepends=True)
+    journal.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # torn tail
+    said = StringIO()
+    console = Console(file=said, width=200)
+    again = VideoDataProcessor([data], out, **FAST | {"progress": True, "console": console}).run()
+    assert "resuming: 3 videos already done, 1 to go (1 unreadable journal lines skipped)" in (
+        said.getvalue()
+    )
+    pd.testing.assert_frame_equal(first, again)
+    reader = Journal(journal)
+    assert len(reader.read()) == 4 and reader.unreadable == 0
+    assert journal.read_text().count("\n") == 4
+
+
+def test_pool_workers_exit_when_preprocess_is_killed_9(tmp_path):
+    """Issue 14.8: kill -9 of the driver alone (not its process group) leaves no worker or
+    resource tracker behind."""
+    import psutil
+
+    data = make_dataset(tmp_path / "data", n_real=5, n_fake=5)
+    out = tmp_path / "out"
+    args = ["--frames-per-video", "8", "--crop-size", "64", "--num-workers", "2", "--quiet"]
+    process = subprocess.Popen(
+        cli("preprocess", str(data), "--output-dir", str(out), *args), start_new_session=True
+    )
+    try:
+        driver = psutil.Process(process.pid)
+        deadline = time.monotonic() + 120
+        children: list[psutil.Process] = []
+        while time.monotonic() < deadline and process.poll() is None:
+            journal = out / "progress.jsonl"
+            children = driver.children(recursive=True)
+            if len(children) >= 3 and journal.exists() and journal.read_text().count("\n") >= 1:
+                break  # two workers and the resource tracker, and work under way
+            time.sleep(0.02)
+        assert process.poll() is None, "the run finished before it could be killed"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        _, alive = psutil.wait_procs(children, timeout=15)
+        assert not alive, [p.cmdline()[-2:] for p in alive]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)

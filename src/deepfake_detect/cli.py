@@ -18,13 +18,16 @@ from deepfake_detect.crops import CropConfig
 from deepfake_detect.dataset_layouts import ADAPTERS
 from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.faces import CROP_SHAPES, DETECTORS
-from deepfake_detect.preprocess import VideoDataProcessor
+from deepfake_detect.preprocess import EXECUTORS, VideoDataProcessor
 from deepfake_detect.status import Status
 from deepfake_detect.train_config import TrainConfig
 from deepfake_detect.video import MAX_PIXELS
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from deepfake_detect.inference import Predictor, VideoPrediction
+    from deepfake_detect.ray_executor import RayPredictors
 
 console = Console(stderr=True)
 
@@ -60,6 +63,16 @@ app.add_typer(datasets_app, name="datasets")
 DatasetFormat = StrEnum("DatasetFormat", {name: name for name in ["auto", *ADAPTERS]})
 Detector = StrEnum("Detector", {name: name for name in DETECTORS})
 CropShape = StrEnum("CropShape", {name: name for name in CROP_SHAPES})
+Executor = StrEnum("Executor", {name: name for name in EXECUTORS})
+ExecutorOption = Annotated[
+    Executor, typer.Option(help="local processes, or ray (tasks on a Ray cluster; [ray] extra).")
+]
+RayAddress = Annotated[
+    str | None, typer.Option(help="Ray cluster: auto or ray://host:port [default: local Ray].")
+]
+GpusPerActor = Annotated[
+    float, typer.Option(min=0.0, help="With ray: GPUs per model actor (0: one actor per CPU).")
+]
 
 
 def config_option(config: type, name: str, *flags: str, **settings: Any) -> Any:
@@ -160,6 +173,8 @@ def preprocess(
     num_workers: Annotated[
         int | None, typer.Option(min=0, help="Worker processes [default: CPU count].")
     ] = None,
+    executor: ExecutorOption = Executor.local,
+    ray_address: RayAddress = None,
     max_pixels: int = MAX_PIXELS_OPTION,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N videos.")] = None,
     val_fraction: Annotated[
@@ -184,7 +199,8 @@ def preprocess(
     )  # fmt: skip
     processor = VideoDataProcessor(
         dataset_dirs, output_dir, crops=crops, dataset_format=dataset_format.value,
-        resume=resume, num_workers=num_workers, max_pixels=max_pixels, limit=limit,
+        resume=resume, num_workers=num_workers, executor=executor.value,
+        ray_address=ray_address, max_pixels=max_pixels, limit=limit,
         val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, splits_dir=splits,
         allow_outside_root=allow_outside_root, progress=not quiet, console=console,
     )  # fmt: skip
@@ -259,6 +275,7 @@ def train(
     accelerator: str = train_option("accelerator"),
     devices: str = train_option("devices"),
     strategy: str = train_option("strategy"),
+    num_nodes: int = train_option("num_nodes", min=1),
     precision: str | None = train_option("precision"),
     gradient_clip: float = train_option("gradient_clip", min=0.0),
     seed: int = train_option("seed"),
@@ -277,6 +294,8 @@ def train(
     options = TrainConfig.from_yaml(config, **given) if config else TrainConfig(**given)
     result = run_training(options, console)
     video = result.metrics
+    if not video:  # a DDP rank other than 0: rank 0 reports
+        return
     console.print(
         f"model artifact: {result.artifact_dir}  (val video AUC {video['auc']:.4f}, "
         f"EER {video['eer']:.4f})",
@@ -317,29 +336,27 @@ def predict(
         bool, typer.Option(help="--annotate writes only the fake-looking segments.")
     ] = False,
     max_pixels: int = MAX_PIXELS_OPTION,
+    executor: ExecutorOption = Executor.local,
+    ray_address: RayAddress = None,
+    gpus_per_actor: GpusPerActor = 0.0,
 ) -> None:
     """Judge videos: a verdict per video and per person, and the segments that look fake;
     exit 1 if some could not be scored."""
-    from deepfake_detect.inference import (
-        Predictor,
-        collect_videos,
-        verdict_table,
-        write_csv,
-        write_json,
-    )
+    from deepfake_detect.inference import PredictionWriter, collect_videos, verdict_table
 
     videos = collect_videos(inputs)
-    predictor = Predictor(
-        model, device=device, backend=backend, frames=frames, every=every or None,
+    options = dict(
+        device=device, backend=backend, frames=frames, every=every or None,
         max_frames=max_frames, aggregation=aggregation, threshold=threshold,
         batch_size=batch_size, min_frames=min_frames, max_pixels=max_pixels,
     )  # fmt: skip
-    predictions = _judge_all(predictor, videos, keep_crops=report is not None)
+    predictor, pool = _predictors(model, options, executor, ray_address, gpus_per_actor)
+    with PredictionWriter(json_path, csv_path, per_frame) as writer:
+        predictions = []
+        for prediction in _judge_all(predictor, videos, report is not None, pool):
+            writer.add(prediction)  # written as each video is judged
+            predictions.append(prediction)
     console.print(verdict_table(predictions))
-    if json_path:
-        write_json(predictions, json_path, per_frame)
-    if csv_path:
-        write_csv(predictions, csv_path, per_frame)
     if report:
         from deepfake_detect.report import write_report
 
@@ -359,17 +376,41 @@ def predict(
         raise typer.Exit(code=1)
 
 
-def _judge_all(predictor: Predictor, videos: list[Path], keep_crops: bool) -> list[VideoPrediction]:
-    """Judge each video with two progress bars: videos done, and the time processed of the
-    current one out of its duration."""
+def _predictors(
+    model: Path, options: dict, executor: Executor, address: str | None, gpus_per_actor: float
+) -> tuple[Predictor, RayPredictors | None]:
+    """The model loaded here and, with --executor ray, a pool of copies on Ray (this copy
+    then stays on the CPU: it only applies the rule and draws the report)."""
+    from deepfake_detect.inference import Predictor
+
+    if executor != Executor.ray:
+        return Predictor(model, **options), None
+    from deepfake_detect.extras import require_extra
+
+    require_extra("ray", "--executor ray")
+    predictor = Predictor(model, **options | {"device": "cpu"})  # bad options fail here, once
+    from deepfake_detect.ray_executor import RayPredictors
+
+    return predictor, RayPredictors(model, options, address=address, gpus_per_actor=gpus_per_actor)
+
+
+def _judge_all(
+    predictor: Predictor, videos: list[Path], keep_crops: bool, pool: RayPredictors | None
+) -> Iterator[VideoPrediction]:
+    """Judge each video (on the pool when there is one, in any order), with a progress bar
+    of videos done and, here, one of the time processed of the current video."""
     from rich.progress import BarColumn, Progress, TextColumn
 
     from deepfake_detect.segments import clock
 
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[done]}"))
-    predictions = []
     with Progress(*columns, console=console, transient=True) as bar:
         overall = bar.add_task("predict", total=len(videos), done=f"0/{len(videos)} videos")
+        if pool is not None:
+            for number, (_, prediction) in enumerate(pool.predict_all(videos, keep_crops), 1):
+                bar.update(overall, completed=number, done=f"{number}/{len(videos)} videos")
+                yield prediction
+            return
         current = bar.add_task("", total=1, done="")
 
         def show(seconds: float, duration: float) -> None:
@@ -378,9 +419,8 @@ def _judge_all(predictor: Predictor, videos: list[Path], keep_crops: bool) -> li
 
         for number, video in enumerate(videos, start=1):
             bar.reset(current, total=1, description=f"  {video.name}", done="")
-            predictions.append(predictor.predict(video, keep_crops, on_progress=show))
+            yield predictor.predict(video, keep_crops, on_progress=show)
             bar.update(overall, completed=number, done=f"{number}/{len(videos)} videos")
-    return predictions
 
 
 @app.command()
@@ -404,21 +444,23 @@ def evaluate(
     min_frames: int = MIN_FRAMES_OPTION,
     allow_outside_root: bool = ALLOW_OUTSIDE_ROOT_OPTION,
     quiet: Annotated[bool, typer.Option(help="No progress or tables.")] = False,
+    executor: ExecutorOption = Executor.local,
+    ray_address: RayAddress = None,
+    gpus_per_actor: GpusPerActor = 0.0,
 ) -> None:
     """Score a labelled set: AUC, EER, AP, accuracy, log loss, confusion, per method, plots."""
     from deepfake_detect.evaluate import evaluate as run_evaluation
-    from deepfake_detect.inference import Predictor
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor(  # exactly --frames per raw video, as stage 1 samples them
-        model, device=device, backend=backend, frames=frames, every=None,
-        aggregation=aggregation, threshold=threshold, batch_size=batch_size,
-        min_frames=min_frames,
+    options = dict(  # exactly --frames per raw video, as stage 1 samples them
+        device=device, backend=backend, frames=frames, every=None, aggregation=aggregation,
+        threshold=threshold, batch_size=batch_size, min_frames=min_frames,
     )  # fmt: skip
+    predictor, pool = _predictors(model, options, executor, ray_address, gpus_per_actor)
     result = run_evaluation(
         data, predictor, output_dir, dataset_format=dataset_format.value, split=split,
         splits_dir=splits_dir, allow_outside_root=allow_outside_root, progress=not quiet,
-        console=console,
+        console=console, pool=pool,
     )  # fmt: skip
     console.print(f"evaluation: {result.output_dir / 'evaluation.json'}", highlight=False)
 

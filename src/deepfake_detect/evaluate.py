@@ -62,6 +62,7 @@ def evaluate(
     allow_outside_root: bool = False,
     progress: bool = True,
     console: Console | None = None,
+    pool: Any = None,
 ) -> EvaluationResult:
     """Score every video of DATA, compute the metrics and write the summary, table and plots.
 
@@ -77,6 +78,8 @@ def evaluate(
         allow_outside_root: read the files a CSV dataset lists outside its own folder.
         progress: show a progress bar and print the metrics table.
         console: where progress and tables go (default: stderr).
+        pool: what scores the videos, with the batch methods of a Predictor (`predict_all`,
+            `probabilities_all`), e.g. `ray_executor.RayPredictors`; default `predictor`.
 
     Raises:
         DataError: a preprocessed folder that cannot be read, or no video of `split`.
@@ -90,11 +93,11 @@ def evaluate(
 
     if dataset_format == "auto" and (data / "metadata.csv").is_file():
         source = PREPROCESSED
-        videos, frames = _score_preprocessed(data, predictor, split, tracker)
+        videos, frames = _score_preprocessed(data, predictor, split, tracker, pool or predictor)
     else:
         source, items = _discover(data, dataset_format, splits_dir, allow_outside_root)
         table = _select_split(_items_table(items), split, data)
-        videos, frames = _score_raw(table, predictor, tracker)
+        videos, frames = _score_raw(table, tracker, pool or predictor)
     scored = videos.probability.notna()
     videos["prediction"] = (videos.probability >= predictor.threshold).astype("Int64")
     videos.loc[~scored, "prediction"] = pd.NA
@@ -149,27 +152,27 @@ def _select_split(table: pd.DataFrame, split: str | None, data: Path) -> pd.Data
 
 
 def _score_raw(
-    table: pd.DataFrame, predictor: Predictor, tracker: Tracker
+    table: pd.DataFrame, tracker: Tracker, pool: Any
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Judge each video with `predictor.predict`; return the video and frame tables."""
+    """Judge each video with `pool.predict_all`; return the video and frame tables."""
     videos = table.assign(probability=math.nan, n_frames=0)
-    frames = []
-    for index, video in tracker(videos.iterrows(), len(videos)):
-        if video.status != Status.OK:
-            continue
-        prediction = predictor.predict(Path(video.path))
+    frames = {}
+    todo = [index for index, video in videos.iterrows() if video.status == Status.OK]
+    paths = [Path(videos.path[index]) for index in todo]
+    for position, prediction in tracker(pool.predict_all(paths), len(todo)):
+        index = todo[position]
         probabilities = [frame.probability for frame in prediction.frames]
         videos.loc[index, ["status", "error", "n_frames"]] = [
             prediction.status, prediction.error, len(probabilities)
         ]  # fmt: skip
         if prediction.scored:
             videos.loc[index, "probability"] = prediction.probability
-            frames.append(_frames(video, probabilities))
-    return videos, _concat(frames)
+            frames[index] = _frames(videos.loc[index], probabilities)
+    return videos, _concat([frames[index] for index in sorted(frames)])
 
 
 def _score_preprocessed(
-    data: Path, predictor: Predictor, split: str | None, tracker: Tracker
+    data: Path, predictor: Predictor, split: str | None, tracker: Tracker, pool: Any
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score each ok video's crops from its npy; persons as crops.csv's face_index says."""
     table, root = read_metadata(data)
@@ -178,28 +181,35 @@ def _score_preprocessed(
                                     "error"], fill_value="")  # fmt: skip
     faces = _face_indices(root / "crops.csv")
     videos = videos.assign(probability=math.nan, n_frames=0)
-    frames = []
-    for index, video in tracker(table.iterrows(), len(table)):
+    todo = []
+    for index, video in table.iterrows():
         if video.status != Status.OK:
             continue
-        path = root / video.npy_path
-        problem, _ = npy_problem(path, int(video.n_crops))
+        problem, _ = npy_problem(root / video.npy_path, int(video.n_crops))
         if problem:
             videos.loc[index, ["status", "error"]] = [Status.NPY_ERROR, problem]
+        else:
+            todo.append(index)
+    frames = {}
+    paths = [root / table.npy_path[index] for index in todo]
+    for position, probabilities in tracker(pool.probabilities_all(paths), len(todo)):
+        index = todo[position]
+        video = table.loc[index]
+        if not isinstance(probabilities, np.ndarray):  # its worker died on every try
+            message = f"{paths[position]}: the worker scoring it died ({probabilities.message})"
+            videos.loc[index, ["status", "error"]] = [Status.WORKER_CRASH, message]
             continue
-        crops = np.load(path, mmap_mode="r", allow_pickle=False)
-        probabilities = predictor.probabilities(predictor.score_crops(crops))
         face = faces.get(video.video_id, ())
         # crops.csv rows that do not match the npy cannot say who is who: one person then
-        face = face if len(face) == len(crops) else np.zeros(len(crops), int)
+        face = face if len(face) == len(probabilities) else np.zeros(len(probabilities), int)
         judgement = predictor.judge(video.video_id, face, probabilities)
         videos.loc[index, ["status", "error", "n_frames"]] = [
-            judgement.status, judgement.error, len(crops)
+            judgement.status, judgement.error, len(probabilities)
         ]  # fmt: skip
         if judgement.probability is not None:
             videos.loc[index, "probability"] = judgement.probability
-            frames.append(_frames(video, probabilities, face))
-    return videos, _concat(frames)
+            frames[index] = _frames(video, probabilities, face)
+    return videos, _concat([frames[index] for index in sorted(frames)])
 
 
 def _frames(video: pd.Series, probabilities: ArrayLike, face: ArrayLike = 0) -> pd.DataFrame:

@@ -16,6 +16,7 @@ from deepfake_detect.errors import DeepfakeDetectError
 EXTRAS: dict[str, tuple[str, ...]] = {
     "serve": ("fastapi", "uvicorn", "multipart"),
     "onnx": ("onnx", "onnxscript", "onnxruntime"),
+    "ray": ("ray",),
 }
 
 

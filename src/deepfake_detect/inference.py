@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import glob
 import json
-from collections.abc import Callable, Sequence
+import textwrap
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -262,6 +263,21 @@ class Predictor:
             crops=faces.crops, **base,
         )  # fmt: skip
 
+    def predict_all(
+        self, paths: Sequence[Path], keep_crops: bool = False
+    ) -> Iterator[tuple[int, VideoPrediction]]:
+        """Judge many videos, yielding `(position in paths, prediction)` as each finishes:
+        here in order; a pool of model copies (ray_executor.RayPredictors) has the same
+        method and yields in any order."""
+        for index, path in enumerate(paths):
+            yield index, self.predict(Path(path), keep_crops)
+
+    def probabilities_all(self, npy_paths: Sequence[Path]) -> Iterator[tuple[int, np.ndarray]]:
+        """Calibrated probabilities of the crops of stage-1 .npy files, as `predict_all`."""
+        for index, path in enumerate(npy_paths):
+            crops = np.load(path, mmap_mode="r", allow_pickle=False)
+            yield index, self.probabilities(self.score_crops(crops))
+
     def segments(
         self, frames: Sequence[FrameScore], persons: Sequence[PersonScore]
     ) -> list[Segment]:
@@ -374,19 +390,72 @@ def frames_table(predictions: Sequence[VideoPrediction]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+class PredictionWriter:
+    """Writes verdicts to JSON and CSV as each video is judged, so a long batch shows its
+    results while it runs (with either executor); the files are complete once closed.
+
+    JSON: {"videos": [...]}; CSV: one row per video, `<name>_segments.csv` beside it, and
+    with per_frame `<name>_frames.csv`.
+    """
+
+    def __init__(
+        self, json_path: Path | None = None, csv_path: Path | None = None, per_frame: bool = False
+    ) -> None:
+        self.per_frame, self.count = per_frame, 0
+        self._json = open(json_path, "w", encoding="utf-8") if json_path else None  # noqa: SIM115
+        self._tables: list[tuple[Any, Callable[[Sequence[VideoPrediction]], pd.DataFrame]]] = []
+        if csv_path:
+            csv_path = Path(csv_path)
+            tables = {
+                csv_path: videos_table,
+                csv_path.with_name(f"{csv_path.stem}_segments.csv"): segments_table,
+            }
+            if per_frame:
+                tables[csv_path.with_name(f"{csv_path.stem}_frames.csv")] = frames_table
+            for path, table in tables.items():
+                handle = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115
+                table([]).to_csv(handle, index=False)
+                self._tables.append((handle, table))
+        if self._json:
+            self._json.write('{\n  "videos": [')
+
+    def add(self, prediction: VideoPrediction) -> None:
+        if self._json:
+            text = json.dumps(prediction.to_dict(self.per_frame), indent=2, allow_nan=False)
+            self._json.write(("," if self.count else "") + "\n" + textwrap.indent(text, "    "))
+            self._json.flush()
+        for handle, table in self._tables:
+            table([prediction]).to_csv(handle, index=False, header=False)
+            handle.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        if self._json:
+            self._json.write(("\n  ]" if self.count else "]") + "\n}\n")
+            self._json.close()
+        for handle, _ in self._tables:
+            handle.close()
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def write_json(predictions: Sequence[VideoPrediction], path: Path, per_frame: bool) -> Path:
     """All verdicts in one JSON document: {"videos": [...]}."""
-    document = {"videos": [p.to_dict(per_frame) for p in predictions]}
-    path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    with PredictionWriter(json_path=path, per_frame=per_frame) as writer:
+        for prediction in predictions:
+            writer.add(prediction)
     return path
 
 
 def write_csv(predictions: Sequence[VideoPrediction], path: Path, per_frame: bool) -> Path:
     """Per-video CSV, `<name>_segments.csv` beside it, and with per_frame `<name>_frames.csv`."""
-    videos_table(predictions).to_csv(path, index=False)
-    segments_table(predictions).to_csv(path.with_name(f"{path.stem}_segments.csv"), index=False)
-    if per_frame:
-        frames_table(predictions).to_csv(path.with_name(f"{path.stem}_frames.csv"), index=False)
+    with PredictionWriter(csv_path=path, per_frame=per_frame) as writer:
+        for prediction in predictions:
+            writer.add(prediction)
     return path
 
 

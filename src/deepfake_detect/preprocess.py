@@ -36,11 +36,13 @@ from deepfake_detect import __version__
 from deepfake_detect.crops import STAGE1_SETTINGS, CropConfig, extract_faces
 from deepfake_detect.dataset_layouts import VideoItem, assign_splits, discover
 from deepfake_detect.errors import DeepfakeDetectError
+from deepfake_detect.extras import require_extra
 from deepfake_detect.files import atomic_path
 from deepfake_detect.status import Status
 from deepfake_detect.video import MAX_PIXELS, VideoError
 
 FORMAT_VERSION = 1
+EXECUTORS = ("local", "ray")
 JOURNAL = "progress.jsonl"
 # Statuses that may change by themselves (the file appears, is made readable): retried on resume.
 RETRY_ON_RESUME = frozenset(
@@ -108,12 +110,56 @@ def process_video(
     return ProcessedVideo(item.video_id, video_fields, records)
 
 
-def _one_core_per_worker() -> None:
+def _one_core_per_worker(parent_pid: int | None = None) -> None:
     """Pool initializer: a worker is one core's worth of work (its decoder gets one thread,
-    OpenCV too), so N workers use N cores instead of each spreading over all of them."""
+    OpenCV too), so N workers use N cores instead of each spreading over all of them. It also
+    ends with its parent (`exit_with_parent`)."""
     import cv2
 
     cv2.setNumThreads(1)
+    if parent_pid is not None:
+        exit_with_parent(parent_pid)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Make this process die when `parent_pid` does, even by kill -9 (which runs no cleanup):
+    a pool worker otherwise waits forever on its task queue, and with it the resource tracker.
+
+    Linux delivers SIGKILL through PR_SET_PDEATHSIG; elsewhere a daemon thread checks the
+    parent's id every second. A parent already gone by now is caught by the id check."""
+    import ctypes
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    else:
+
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def process_video_on_ray(
+    item: VideoItem, config: CropConfig, faces_dir: Path, max_pixels: int, cwd: str
+) -> ProcessedVideo:
+    """`process_video` as a Ray task runs it: on one core, as a pool worker does (so the
+    crops are the same bytes), with relative paths read from the driver's working folder
+    where that folder exists (a shared filesystem)."""
+    _one_core_per_worker()
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
+    return process_video(item, config, faces_dir, threads=1, max_pixels=max_pixels)
 
 
 def _failure(item: VideoItem, status: str, message: str) -> ProcessedVideo:
@@ -144,25 +190,41 @@ def _write_csv_atomic(path: Path, table: pd.DataFrame) -> None:
 class Journal:
     """Append-only record of finished videos (one JSON line each), fsynced per line.
 
-    A kill can at worst cut the last line short; reading skips it, so that video is redone.
+    A kill can at worst cut the last line short. `read` counts the lines it cannot use
+    (`unreadable`), so that video is redone; `open_for_append` cuts such a torn tail off, so
+    the next record starts on a line of its own instead of being glued to the fragment.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.unreadable = 0
 
     def read(self) -> dict[str, ProcessedVideo]:
         results: dict[str, ProcessedVideo] = {}
+        self.unreadable = 0
         if not self.path.exists():
             return results
-        with open(self.path, encoding="utf-8") as handle:
+        with open(self.path, encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 try:
                     record = json.loads(line)
                     result = ProcessedVideo(record["video_id"], record["fields"], record["crops"])
                 except (json.JSONDecodeError, KeyError, TypeError):
+                    self.unreadable += line.strip() != ""
                     continue
                 results[result.video_id] = result
         return results
+
+    def open_for_append(self) -> None:
+        """Cut off a torn last line (one without its newline) before anything is appended."""
+        if not self.path.exists():
+            return
+        with open(self.path, "rb+") as handle:
+            data = handle.read()
+            if data and not data.endswith(b"\n"):
+                handle.truncate(data.rfind(b"\n") + 1)
+                handle.flush()
+                os.fsync(handle.fileno())
 
     def append(self, result: ProcessedVideo) -> None:
         line = json.dumps(asdict(result), allow_nan=True) + "\n"
@@ -183,7 +245,10 @@ class VideoDataProcessor:
         crops: the crop settings (what `CropConfig` holds); or give its fields by keyword
             (`frames_per_video=16, use_face_detection=False, ...`) through `crop_settings`.
         num_workers: processes, each decoding on one thread (one core each); 0 runs in this
-            process with a decoder thread per core.
+            process with a decoder thread per core. With Ray, the CPUs of the local instance.
+        executor: local (a process pool) or ray (Ray tasks; needs the [ray] extra).
+        ray_address: the Ray cluster to use (auto, ray://host:port); default a local
+            instance. The output folder must be on a filesystem every node sees.
         max_pixels: videos whose frames have more pixels are refused (decode_error) before
             a frame is decoded; the default is 8K UHD.
         limit: process only the first N videos (by video id).
@@ -204,6 +269,8 @@ class VideoDataProcessor:
         crops: CropConfig | None = None,
         resume: bool = True,
         num_workers: int | None = None,
+        executor: str = "local",
+        ray_address: str | None = None,
         max_pixels: int = MAX_PIXELS,
         limit: int | None = None,
         val_fraction: float = 0.1,
@@ -232,6 +299,11 @@ class VideoDataProcessor:
             raise PreprocessError(f"limit must be at least 1, got {limit}")
         if max_pixels < 1:
             raise PreprocessError(f"max_pixels must be at least 1, got {max_pixels}")
+        if executor not in EXECUTORS:
+            raise PreprocessError(f"unknown executor {executor!r}; known: {', '.join(EXECUTORS)}")
+        if executor == "ray":
+            require_extra("ray", "--executor ray")
+        self.executor, self.ray_address = executor, ray_address
         self.max_pixels = max_pixels
         self.dataset_dirs = [Path(d) for d in dataset_dirs]
         self.output_dir = Path(output_dir)
@@ -274,9 +346,12 @@ class VideoDataProcessor:
         self._prepare_output_dir()
         journal = Journal(self.output_dir / JOURNAL)
         done = self._finished(journal, items)
+        journal.open_for_append()
         pending = [item for item in items if item.video_id not in done]
-        if done:
-            self._say(f"resuming: {len(done)} videos already done, {len(pending)} to go")
+        if done or journal.unreadable:
+            skipped = journal.unreadable
+            note = f" ({skipped} unreadable journal lines skipped)" if skipped else ""
+            self._say(f"resuming: {len(done)} videos already done, {len(pending)} to go{note}")
         results = dict(done)
         for result in self._execute(pending, len(items), len(done)):
             journal.append(result)
@@ -368,6 +443,9 @@ class VideoDataProcessor:
                 yield result
 
     def _results(self, items: list[VideoItem]) -> Iterator[ProcessedVideo]:
+        if self.executor == "ray":
+            yield from self._ray_results(items)
+            return
         if self.num_workers == 0:
             for item in items:
                 yield process_video(item, self.config, self.faces_dir, max_pixels=self.max_pixels)
@@ -386,7 +464,7 @@ class VideoDataProcessor:
             try:
                 with ProcessPoolExecutor(
                     self.num_workers, mp_context=get_context("spawn"),
-                    initializer=_one_core_per_worker,
+                    initializer=_one_core_per_worker, initargs=(os.getpid(),),
                 ) as pool:  # fmt: skip
                     while batch or running:
                         while batch and len(running) < 2 * self.num_workers:
@@ -408,6 +486,22 @@ class VideoDataProcessor:
                 yield _failure(
                     item, Status.WORKER_CRASH, f"{item.path}: the worker decoding it died"
                 )
+
+    def _ray_results(self, items: list[VideoItem]) -> Iterator[ProcessedVideo]:
+        """Ray tasks, a bounded number in flight; a video whose worker died on both tries is
+        a worker_crash, as in the pool. Results come back here: only the driver writes."""
+        from deepfake_detect.ray_executor import WorkerCrash, connect, map_tasks
+
+        ray = connect(self.ray_address, num_cpus=self.num_workers or None)
+        tasks = map_tasks(
+            ray, process_video_on_ray, items, self.config, self.faces_dir, self.max_pixels,
+            os.getcwd(),
+        )  # fmt: skip
+        for item, result in tasks:
+            if isinstance(result, WorkerCrash):
+                message = f"{item.path}: the worker decoding it died"
+                result = _failure(item, Status.WORKER_CRASH, message)
+            yield result
 
     def _write_tables(
         self, items: list[VideoItem], results: dict[str, ProcessedVideo]

@@ -64,6 +64,7 @@ class TrainConfig:
     accelerator: str = setting("auto", "Lightning accelerator: auto, cpu, gpu.")
     devices: str = setting("auto", "Lightning devices: auto, 1, 4, ...")
     strategy: str = setting("auto", "Lightning strategy: auto, ddp, ...")
+    num_nodes: int = setting(1, "Machines in a multi-node run (under torchrun or SLURM).")
     precision: str | None = setting(
         None, "Lightning precision [default: 16-mixed on GPU, else 32]."
     )
@@ -83,6 +84,7 @@ class TrainConfig:
             (self.batch_size >= 1, "batch_size must be at least 1"),
             (self.crops_per_video >= 1, "crops_per_video must be at least 1"),
             (self.max_epochs >= 1, "max_epochs must be at least 1"),
+            (self.num_nodes >= 1, "num_nodes must be at least 1"),
             (self.max_minutes is None or self.max_minutes > 0, "max_minutes must be positive"),
             (0 <= self.self_blend < 1, "self_blend must be in [0, 1)"),
             (self.lr > 0, "lr must be positive"),

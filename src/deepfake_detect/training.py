@@ -22,6 +22,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from rich.console import Console
 from rich.table import Table
 from scipy.special import expit
@@ -93,7 +94,8 @@ class DeepfakeClassifier(L.LightningModule):
             torch.cat(parts) for parts in zip(*self._val_outputs, strict=True)
         )
         self._val_outputs.clear()
-        logits, labels, videos = (self.all_gather(t).reshape(-1) for t in (logits, labels, videos))
+        # every rank scored its own share of the videos: metrics over all of them, not averages
+        logits, labels, videos = (gather_uneven(self, t) for t in (logits, labels, videos))
         loss = self.loss(logits, labels)
         metrics = epoch_metrics(labels.cpu().numpy(), logits.cpu().numpy(), videos.cpu().numpy())
         video_auc = metrics.pop("video_auc")
@@ -119,6 +121,18 @@ class DeepfakeClassifier(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+def gather_uneven(module: L.LightningModule, tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate a 1-D tensor of every rank (lengths may differ), in rank order."""
+    world = module.trainer.world_size if module._trainer is not None else 1
+    if world == 1:
+        return tensor
+    sizes = module.all_gather(torch.tensor(len(tensor), device=tensor.device)).reshape(-1)
+    padded = tensor.new_zeros(int(sizes.max()))
+    padded[: len(tensor)] = tensor
+    gathered = module.all_gather(padded).reshape(world, -1)
+    return torch.cat([gathered[rank, : int(size)] for rank, size in enumerate(sizes)])
 
 
 def epoch_metrics(labels: np.ndarray, logits: np.ndarray, videos: np.ndarray) -> dict[str, float]:
@@ -197,7 +211,12 @@ class RandomStateCheckpoint(Callback):
 
 
 class CropDataModule(L.LightningDataModule):
-    """Train and validation loaders over stage-1 crops, with the model's normalisation."""
+    """Train and validation loaders over stage-1 crops, with the model's normalisation.
+
+    Under DDP each rank's loaders hold its own share: the training sampler deals each epoch's
+    videos out to the ranks, and validation's videos are split between them (whole videos,
+    no padding) for the module to gather.
+    """
 
     def __init__(
         self, train: VideoTable, val: VideoTable, model_config: ModelConfig, config: TrainConfig
@@ -210,17 +229,37 @@ class CropDataModule(L.LightningDataModule):
         dataset = CropDataset(
             self.train_table, self.model_config, build_augmentation(self.config.augment)
         )
+        replicas, rank = self._rank()
         sampler = EpochSampler(
             self.train_table.labels, self.train_table.crop_counts, self.config.crops_per_video,
             balance=self.config.balance, self_blend=self.config.self_blend, seed=self.config.seed,
+            num_replicas=replicas, rank=rank,
         )  # fmt: skip
         return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> DataLoader:
+        return self._val_loader(*self._rank())
+
+    def full_val_dataloader(self) -> DataLoader:
+        """Validation crops of every video, whatever the rank (to calibrate the artifact)."""
+        return self._val_loader(1, 0)
+
+    def _val_loader(self, replicas: int, rank: int) -> DataLoader:
+        """Validation crops of every `replicas`-th video from `rank`."""
+        if len(self.val_table.rows) < replicas:  # a rank with nothing would stall the others
+            raise TrainError(
+                f"validation has {len(self.val_table.rows)} videos, fewer than the {replicas} "
+                "DDP ranks: give each rank at least one"
+            )
+        keys = evaluation_keys(self.val_table, self.config.val_crops_per_video)
+        mine = {v for v in range(len(self.val_table.rows)) if v % replicas == rank}
         return self._loader(
-            CropDataset(self.val_table, self.model_config),
-            evaluation_keys(self.val_table, self.config.val_crops_per_video),
+            CropDataset(self.val_table, self.model_config), [k for k in keys if k.video in mine]
         )
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
     def _loader(self, dataset: CropDataset, sampler: Any) -> DataLoader:
         workers = self.config.num_workers
@@ -324,6 +363,7 @@ def build_trainer(config: TrainConfig) -> L.Trainer:
         default_root_dir=config.output_dir, max_epochs=config.max_epochs,
         max_time=None if config.max_minutes is None else timedelta(minutes=config.max_minutes),
         accelerator=config.accelerator, devices=config.devices, strategy=config.strategy,
+        num_nodes=config.num_nodes, use_distributed_sampler=False,  # the samplers shard
         precision=_precision(config), gradient_clip_val=config.gradient_clip or None,
         callbacks=callbacks, logger=loggers, deterministic="warn", num_sanity_val_steps=0,
         log_every_n_steps=1, enable_progress_bar=config.progress, enable_model_summary=False,
@@ -332,6 +372,9 @@ def build_trainer(config: TrainConfig) -> L.Trainer:
 
 @dataclass
 class TrainResult:
+    """What a run wrote; `metrics` (the artifact's validation video metrics) is empty on
+    ranks other than 0 of a DDP run."""
+
     artifact_dir: Path
     metrics: dict[str, float]
     history: pd.DataFrame
@@ -340,6 +383,7 @@ class TrainResult:
 def run_training(config: TrainConfig, console: Console | None = None) -> TrainResult:
     """Verify the data, fit, choose the best epoch on validation, export the model artifact."""
     console = console or Console(stderr=True)
+    main_rank = rank_zero_only.rank == 0  # under DDP every rank runs this; one writes
     if not config.progress:
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     train_table, val_table, train_root = load_tables(config)
@@ -351,7 +395,7 @@ def run_training(config: TrainConfig, console: Console | None = None) -> TrainRe
         train_table, val_table, allow_leakage=config.allow_leakage,
         real_only_ok=config.self_blend > 0,
     )  # fmt: skip
-    if config.progress:
+    if config.progress and main_rank:
         console.print(_table("training data", summary))
     if problems:
         raise DataError(f"{len(problems)} problem(s) in the training data: " + " | ".join(problems))
@@ -363,13 +407,16 @@ def run_training(config: TrainConfig, console: Console | None = None) -> TrainRe
     checkpoint = _checkpoint_path(config)
     if checkpoint is not None:
         check_checkpoint(checkpoint, model_config)
-    _prepare_output_dir(config)
+    if main_rank:
+        _prepare_output_dir(config)
     module = DeepfakeClassifier(network, model_config, config.lr, config.weight_decay,
                                 config.warmup_epochs)  # fmt: skip
     data = CropDataModule(train_table, val_table, model_config, config)
     trainer = build_trainer(config)
     trainer.fit(module, datamodule=data, ckpt_path=checkpoint, weights_only=True)
     history = read_history(config.output_dir)
+    if not trainer.is_global_zero:  # checkpoints, history and the artifact are rank 0's
+        return TrainResult(config.output_dir / "model", {}, history)
     if config.progress and not history.empty:
         console.print(_table("epochs", history))
     best = Path(
@@ -401,7 +448,7 @@ def write_model_artifact(
 ) -> TrainResult:
     """Fit temperature and threshold on validation and write the model artifact (with the
     stage-1 settings the crops were made with, so predict crops faces the same way)."""
-    logits, labels, videos = predict_logits(module, data.val_dataloader())
+    logits, labels, videos = predict_logits(module, data.full_val_dataloader())
     temperature = fit_temperature(labels, logits)
     probabilities = expit(logits / temperature)
     video_ids = [str(v) for v in videos]

@@ -239,12 +239,19 @@ class EpochSampler(Sampler[SampleKey]):
     """Each epoch, `crops_per_video` random crops of every video, classes balanced, plus
     self-blended pseudo-fakes from real crops; deterministic in (seed, epoch).
 
+    Under data parallelism (`num_replicas` > 1) every rank makes one; each epoch the videos of
+    each class are shuffled alike on all ranks (seeded by the epoch) and dealt out, so the
+    ranks draw from disjoint videos, each with the class balance and the same length (the
+    quota of each class divided by the ranks, rounded up). A class with fewer videos than
+    ranks is shared.
+
     Args:
         labels, crop_counts: per video.
         crops_per_video: samples drawn from each video per epoch.
         balance: repeat videos of the smaller class until both classes give as many samples.
         self_blend: share of the epoch's samples that are pseudo-fakes made from real crops.
         seed: base of every random choice.
+        num_replicas, rank: how many ranks share the epoch, and which one this is.
     """
 
     def __init__(
@@ -256,13 +263,20 @@ class EpochSampler(Sampler[SampleKey]):
         balance: bool = True,
         self_blend: float = 0.0,
         seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
     ) -> None:
         if not 0 <= self_blend < 1:
             raise ValueError(f"self_blend must be in [0, 1), got {self_blend}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
         self.labels, self.crop_counts = labels, crop_counts
         self.crops_per_video, self.balance, self.self_blend = crops_per_video, balance, self_blend
         self.seed, self.epoch = seed, 0
-        self._videos_per_class = self._class_quota()
+        self.num_replicas, self.rank = num_replicas, rank
+        self._videos_per_class = {
+            label: -(-quota // num_replicas) for label, quota in self._class_quota().items()
+        }
         base = sum(self._videos_per_class.values()) * crops_per_video
         self._n_blends = round(base * self_blend / (1 - self_blend)) if (labels == 0).any() else 0
         self._length = base + self._n_blends
@@ -281,16 +295,28 @@ class EpochSampler(Sampler[SampleKey]):
     def __len__(self) -> int:
         return self._length
 
-    def __iter__(self) -> Iterator[SampleKey]:
+    def _shares(self) -> tuple[dict[int, np.ndarray], np.random.Generator]:
+        """This rank's videos of each class this epoch, and the generator of its draws."""
         rng = np.random.default_rng([self.seed, self.epoch])
+        members = {label: np.flatnonzero(self.labels == label) for label in (0, 1)}
+        if self.num_replicas == 1:
+            return members, rng
+        for label, videos in members.items():
+            dealt = rng.permutation(videos)  # the same on every rank
+            mine = dealt[self.rank :: self.num_replicas]
+            members[label] = mine if len(mine) else dealt
+        return members, np.random.default_rng([self.seed, self.epoch, self.rank])
+
+    def __iter__(self) -> Iterator[SampleKey]:
+        members, rng = self._shares()
         videos = []
         for label, quota in self._videos_per_class.items():
-            members = np.flatnonzero(self.labels == label)
-            repeats, extra = divmod(quota, len(members))
-            videos += [*np.tile(members, repeats), *rng.choice(members, extra, replace=False)]
+            repeats, extra = divmod(quota, len(members[label]))
+            chosen = rng.choice(members[label], extra, replace=False)
+            videos += [*np.tile(members[label], repeats), *chosen]
         picks = [(v, self._crops(rng, v)) for v in videos]
         keys = [(v, int(c), False) for v, crops in picks for c in crops]
-        reals = np.flatnonzero(self.labels == 0)
+        reals = members[0]
         for v in rng.choice(reals, self._n_blends) if self._n_blends else []:
             keys.append((int(v), int(rng.integers(self.crop_counts[v])), True))
         seeds = rng.integers(0, 2**31 - 1, len(keys))
