@@ -55,7 +55,7 @@ def test_outputs_follow_the_data_contract(tmp_path):
         assert (row.width, row.height, row.n_frames) == (192, 192, 10)
     settings = json.loads((out / "preprocess.json").read_text())
     assert settings["parameters"]["crop_size"] == 64
-    assert settings["parameters"]["face_detector"] == "dlib"
+    assert settings["parameters"]["face_detector"] == "yunet"
     assert {"av", "dlib", "opencv", "deepfake_detect"} <= settings["versions"].keys()
     assert not list(out.rglob("*.tmp*"))
 

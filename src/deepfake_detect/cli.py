@@ -110,7 +110,7 @@ def preprocess(
             help="Crop detected faces, or keep whole frames letterboxed.",
         ),
     ] = True,
-    face_detector: Annotated[Detector, typer.Option(help="Face detector.")] = Detector.dlib,
+    face_detector: Annotated[Detector, typer.Option(help="Face detector.")] = Detector.yunet,
     frame_sampling_rate: Annotated[
         int | None, typer.Option(min=1, help="Keep every Nth frame (instead of evenly spaced).")
     ] = None,

@@ -27,9 +27,8 @@ from deepfake_detect.faces import (
     Box,
     FaceDetector,
     create_detector,
-    detect_in_frames,
+    follow_faces,
     letterbox,
-    track_faces,
 )
 from deepfake_detect.schema import check_field_types
 from deepfake_detect.status import Status
@@ -49,7 +48,7 @@ class CropConfig:
     """Every parameter that shapes the crops (saved in preprocess.json and the model artifact)."""
 
     use_face_detection: bool = True
-    face_detector: str = "dlib"
+    face_detector: str = "yunet"
     frames_per_video: int | None = 32
     frame_sampling_rate: int | None = None
     max_frames: int | None = None
@@ -166,11 +165,22 @@ def _detector(name: str) -> FaceDetector:
     return detectors[name]
 
 
-def _select_faces(images: Iterable[np.ndarray], config: CropConfig) -> Iterator[list[Box]]:
-    """The boxes to crop in each frame: detected faces (largest first), or the whole frame."""
+def check_detector(config: CropConfig) -> None:
+    """Build the detector once now, so a missing or altered model file stops a run once, in one
+    line (DetectorModelError), instead of failing every video."""
+    if config.use_face_detection:
+        create_detector(config.face_detector)
+
+
+Faces = list[tuple[int, Box]]
+
+
+def _select_faces(images: Iterable[np.ndarray], config: CropConfig) -> Iterator[Faces]:
+    """The (identity, box) to crop in each frame: detected faces (largest first), followed by
+    the detection schedule, or the whole frame."""
     if not config.use_face_detection:
-        return ([Box(0, 0, i.shape[1], i.shape[0], float("nan"))] for i in images)
-    return detect_in_frames(
+        return ([(0, Box(0, 0, i.shape[1], i.shape[0], float("nan")))] for i in images)
+    return follow_faces(
         _detector(config.face_detector),
         images,
         config.detect_size,
@@ -179,7 +189,7 @@ def _select_faces(images: Iterable[np.ndarray], config: CropConfig) -> Iterator[
     )
 
 
-def _with_faces(frames: Iterable[Frame], config: CropConfig) -> Iterator[tuple[Frame, list[Box]]]:
+def _with_faces(frames: Iterable[Frame], config: CropConfig) -> Iterator[tuple[Frame, Faces]]:
     """Each frame with its boxes. Detection takes one image and yields its boxes before taking
     the next, so the frame handed over is the one held, and the only one."""
     held: deque[Frame] = deque(maxlen=1)
@@ -285,36 +295,46 @@ def extract_faces(
     timings = {"decode": time.perf_counter() - start, "detect": 0.0}
     probed = timings["decode"]
     batches = _CropBatches(score, keep_crops, batch_size, timings)
-    boxes_per_frame: list[list[Box]] = []
+    faces_per_frame: list[Faces] = []
     sampled: list[tuple[int, float]] = []  # each frame's index and time; its pixels are let go
     found = _timed(_with_faces(_timed(frames, timings, "decode"), config), timings, "detect")
-    for frame, boxes in found:
-        for box in boxes:
+    for frame, faces in found:
+        for _, box in faces:
             batches.add(_crop(frame.image, box, config))
-        boxes_per_frame.append(boxes)
+        faces_per_frame.append(faces)
         sampled.append((frame.index, frame.timestamp))
         if on_progress is not None:
             on_progress(frame.timestamp, info.duration)
     timings["detect"] -= timings["decode"] - probed  # frames decode while detection waits
-    if not any(boxes_per_frame):
+    if not any(faces_per_frame):
         raise VideoError(Status.NO_FACE, f"{path}: no face found in {len(sampled)} frames")
-    records, order = _records(sampled, boxes_per_frame, track_faces(boxes_per_frame))
+    records, order = _records(sampled, _by_prominence(faces_per_frame))
     crops, scores = batches.results(order)
     return FaceCrops(info, crops, records, [t for _, t in sampled], timings, scores)
 
 
+def _by_prominence(faces_per_frame: list[Faces]) -> list[Faces]:
+    """The faces with identities renumbered by mean box area, largest first: face 0 is the
+    most prominent person."""
+    areas: dict[int, list[float]] = {}
+    for faces in faces_per_frame:
+        for face, box in faces:
+            areas.setdefault(face, []).append(box.area)
+    order = sorted(areas, key=lambda face: -float(np.mean(areas[face])))
+    rank = {face: position for position, face in enumerate(order)}
+    return [[(rank[face], box) for face, box in faces] for faces in faces_per_frame]
+
+
 def _records(
-    frames: list[tuple[int, float]], boxes: list[list[Box]], face_ids: list[list[int]]
+    frames: list[tuple[int, float]], faces_per_frame: list[Faces]
 ) -> tuple[list[dict[str, Any]], np.ndarray]:
     """One record per crop, frame by frame and by face index within a frame, and the order
     that puts the crops (cut largest face first) in the records' order."""
     records, order = [], []
     cut = itertools.count()
-    for (frame_index, timestamp), frame_boxes, frame_ids in zip(
-        frames, boxes, face_ids, strict=True
-    ):
-        faces = [(face, box, next(cut)) for box, face in zip(frame_boxes, frame_ids, strict=True)]
-        for face_index, box, position in sorted(faces, key=lambda face: face[0]):
+    for (frame_index, timestamp), faces in zip(frames, faces_per_frame, strict=True):
+        numbered = [(face, box, next(cut)) for face, box in faces]
+        for face_index, box, position in sorted(numbered, key=lambda face: face[0]):
             order.append(position)
             records.append({
                 "crop_index": len(records), "frame_index": frame_index,

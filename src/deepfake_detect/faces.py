@@ -11,30 +11,53 @@ import itertools
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Protocol
 
 import cv2
 import numpy as np
 
+from deepfake_detect.errors import DeepfakeDetectError
+from deepfake_detect.files import file_sha256
+
+Points = tuple[tuple[float, float], ...]
+
 
 @dataclass(frozen=True)
 class Box:
-    """A face box in pixel coordinates of the full frame, with the detector's confidence."""
+    """A face box in pixel coordinates of the full frame, with the detector's confidence.
+
+    `landmarks`, from detectors that give them (YuNet), are 5 points in the same pixels: the
+    eye on the image's left, the other eye, the nose tip, the mouth corner on the image's
+    left, the other mouth corner.
+    """
 
     x0: float
     y0: float
     x1: float
     y1: float
     score: float = 1.0
+    landmarks: Points | None = None
 
     @property
     def area(self) -> float:
         return max(0.0, self.x1 - self.x0) * max(0.0, self.y1 - self.y0)
 
+    @property
+    def points(self) -> np.ndarray | None:
+        """The landmarks as a float32 (5, 2) array, or None."""
+        return None if self.landmarks is None else np.array(self.landmarks, np.float32)
+
     def scaled(self, factor: float) -> Box:
-        return Box(
-            self.x0 * factor, self.y0 * factor, self.x1 * factor, self.y1 * factor, self.score
-        )
+        return self.moved(factor, 0.0, 0.0)
+
+    def moved(self, factor: float, dx: float, dy: float) -> Box:
+        """The box (and its landmarks) scaled by `factor`, then shifted by (dx, dy)."""
+        points = None
+        if self.landmarks is not None:
+            points = tuple((x * factor + dx, y * factor + dy) for x, y in self.landmarks)
+        return Box(self.x0 * factor + dx, self.y0 * factor + dy, self.x1 * factor + dx,
+                   self.y1 * factor + dy, self.score, points)  # fmt: skip
 
     def iou(self, other: Box) -> float:
         ix = max(0.0, min(self.x1, other.x1) - max(self.x0, other.x0))
@@ -95,12 +118,79 @@ class OpenCVDetector:
         ]
 
 
+class DetectorModelError(DeepfakeDetectError):
+    """A packaged detector model that is missing or not the file shipped; one line."""
+
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+YUNET_MODEL = "models/face_detection_yunet_2026may.onnx"
+
+
+def packaged_model(relative: str) -> Path:
+    """The path of a model file shipped in the package's assets, checked against SHA256SUMS.
+
+    Raises:
+        DetectorModelError: the file is missing, or its SHA-256 is not the one shipped.
+    """
+    path = ASSETS / relative
+    sums = ASSETS / "SHA256SUMS"
+    expected = {}
+    if sums.is_file():
+        for line in sums.read_text(encoding="utf-8").splitlines():
+            digest, _, name = line.strip().partition("  ")
+            expected[name] = digest
+    if not path.is_file():
+        raise DetectorModelError(f"{path}: face detector model missing; reinstall deepfake-detect")
+    digest = file_sha256(path)
+    if digest != expected.get(relative):
+        raise DetectorModelError(
+            f"{path}: face detector model altered (SHA-256 {digest[:12]}..., expected "
+            f"{expected.get(relative, 'a listed checksum')[:12]}...); reinstall deepfake-detect"
+        )
+    return path
+
+
+class YuNetDetector:
+    """YuNet (OpenCV Zoo, MIT): a small CNN giving a box, 5 landmarks and a score per face.
+
+    Run through `cv2.FaceDetectorYN` on an input of any size; unlike HOG it is not limited to
+    frontal faces (bench/faces.py measures both on turned heads).
+    """
+
+    name = "yunet"
+
+    def __init__(self, score_threshold: float = 0.6, nms_threshold: float = 0.3) -> None:
+        model = str(packaged_model(YUNET_MODEL))
+        self._size = (320, 320)
+        self._net = cv2.FaceDetectorYN.create(
+            model, "", self._size, score_threshold, nms_threshold, 5000
+        )
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        height, width = image.shape[:2]
+        if (width, height) != self._size:
+            self._size = (width, height)
+            self._net.setInputSize(self._size)
+        _, faces = self._net.detect(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        if faces is None:
+            return []
+        return [
+            Box(float(x), float(y), float(x + w), float(y + h), float(row[14]),
+                tuple((float(row[i]), float(row[i + 1])) for i in range(4, 14, 2)))
+            for row in faces for x, y, w, h in [row[:4]]
+        ]  # fmt: skip
+
+
 MAX_UPSCALE = 2.0
 REGION_CONTEXT = 2.0  # a followed face is searched for in a square this many times its size,
 REGION_FACE_PX = 90  # scaled so that the face is this wide (dlib's window is 80 px)
 SAME_FACE_IOU = 0.3  # a scanned box overlapping a followed face this much is that face
 
-DETECTORS: dict[str, type] = {"dlib": DlibDetector, "opencv": OpenCVDetector}
+DETECTORS: dict[str, type] = {
+    "yunet": YuNetDetector,
+    "dlib": DlibDetector,
+    "opencv": OpenCVDetector,
+}
 
 
 def create_detector(name: str) -> FaceDetector:
@@ -144,7 +234,7 @@ def detect_near(detector: FaceDetector, image: np.ndarray, last: Box) -> Box | N
     if x1 - x0 < 2 or y1 - y0 < 2:
         return None
     found = _detect_scaled(detector, image[y0:y1, x0:x1], REGION_FACE_PX / face_side)
-    shifted = [Box(b.x0 + x0, b.y0 + y0, b.x1 + x0, b.y1 + y0, b.score) for b in found]
+    shifted = [b.moved(1.0, x0, y0) for b in found]
     best = max(shifted, key=last.iou, default=None)
     return best if best is not None and best.iou(last) > 0 else None
 
@@ -157,50 +247,80 @@ def detect_in_frames(
     max_faces: int | None = None,
 ) -> Iterator[list[Box]]:
     """The faces in consecutive sampled frames of one video, largest first in each frame,
-    yielded frame by frame as the images come (a long video is never held whole).
+    yielded frame by frame as the images come (`follow_faces` without the identities)."""
+    for faces in follow_faces(detector, images, detect_size, scan_every, max_faces):
+        yield [box for _, box in faces]
+
+
+def follow_faces(
+    detector: FaceDetector,
+    images: Iterable[np.ndarray],
+    detect_size: int = 640,
+    scan_every: int = 8,
+    max_faces: int | None = None,
+) -> Iterator[list[tuple[int, Box]]]:
+    """The faces in consecutive sampled frames of one video as (identity, box), largest first
+    in each frame, yielded frame by frame as the images come (a long video is never held).
 
     The whole frame is scanned every `scan_every` frames to find faces, and on every frame
     while no face is known, then with a retry at a larger size. In between, each known face
     is searched for near its last box with `detect_near`, which costs a fraction of a scan;
     a face missed that way (turned away, occluded) is still looked for near where it was
     for `scan_every` frames. `max_faces` keeps the largest few.
+
+    The schedule is the tracker: a face followed by `detect_near` keeps its identity, and a
+    scanned box takes the identity of the face it overlaps (SAME_FACE_IOU), also of one lost
+    earlier, so a person who turns away and back stays one person. Identities count up
+    from 0 in order of first appearance.
     """
     known: dict[int, tuple[Box, int]] = {}  # face -> (last box, frames missed since)
+    lost: dict[int, Box] = {}  # faces no longer followed -> their last box
     new_faces = itertools.count()
     for index, image in enumerate(images):
         found: dict[int, Box] = {}
         scan = index % scan_every == 0 or not known
         if scan:
             boxes = detect_faces(detector, image, detect_size, retry_larger=not known)
-            _add_scanned(boxes, known, found, new_faces)
+            _add_scanned(boxes, known, lost, found, new_faces)
         for face, (last, _) in known.items():
             again = None if face in found else detect_near(detector, image, last)
             if again and all(again.iou(box) < SAME_FACE_IOU for box in found.values()):
                 found[face] = again
         if not scan and any(face not in found for face in known):
             boxes = detect_faces(detector, image, detect_size, retry_larger=False)
-            _add_scanned(boxes, known, found, new_faces)
+            _add_scanned(boxes, known, lost, found, new_faces)
         kept = sorted(found, key=lambda face: found[face].area, reverse=True)[:max_faces]
         missed = {face: (box, misses + 1) for face, (box, misses) in known.items()
                   if face not in found and misses < scan_every}  # fmt: skip
-        known = missed | {face: (found[face], 0) for face in kept}
-        yield [found[face] for face in kept]
+        followed = missed | {face: (found[face], 0) for face in kept}
+        seen = {face: box for face, (box, _) in known.items()} | found
+        lost = {f: b for f, b in (lost | seen).items() if f not in followed}
+        known = followed
+        yield [(face, found[face]) for face in kept]
 
 
 def _add_scanned(
     boxes: list[Box],
     known: dict[int, tuple[Box, int]],
+    lost: dict[int, Box],
     found: dict[int, Box],
     new_faces: Iterator[int],
 ) -> None:
     """Add a scan's boxes to this frame's faces: each is the known face it overlaps best (not
-    yet found), or a new face; a box overlapping a face already found is that face again."""
+    yet found), else the lost face it overlaps best, else a new face; a box overlapping a
+    face already found is that face again."""
     for box in boxes:
         if any(box.iou(other) >= SAME_FACE_IOU for other in found.values()):
             continue
-        overlaps = [(box.iou(last), face) for face, (last, _) in known.items() if face not in found]
-        overlap, face = max(overlaps, default=(0.0, -1))
-        found[face if overlap >= SAME_FACE_IOU else next(new_faces)] = box
+        followed = [(last, face) for face, (last, _) in known.items() if face not in found]
+        earlier = [(last, face) for face, last in lost.items() if face not in found]
+        matches = [
+            face
+            for candidates in (followed, earlier)
+            for overlap, face in [max(((box.iou(b), f) for b, f in candidates), default=(0, -1))]
+            if overlap >= SAME_FACE_IOU
+        ]
+        found[matches[0] if matches else next(new_faces)] = box
 
 
 def _detect_scaled(detector: FaceDetector, image: np.ndarray, scale: float) -> list[Box]:
@@ -218,48 +338,6 @@ def _detect_scaled(detector: FaceDetector, image: np.ndarray, scale: float) -> l
         for b in boxes
     ]
     return [b for b in clipped if b.area > 0]
-
-
-def track_faces(boxes_per_frame: list[list[Box]], min_iou: float = 0.1) -> list[list[int]]:
-    """Give each box a face index that follows the same person from frame to frame.
-
-    Boxes are matched greedily to the last box of each track by IoU; an unmatched box starts
-    a new track. Tracks are then numbered by their mean area, largest first, so face 0 is
-    the most prominent person. Returns, per frame, the face index of each box.
-    """
-    last_box: list[Box] = []
-    raw_ids: list[list[int]] = []
-    for boxes in boxes_per_frame:
-        pairs = sorted(
-            (
-                (box.iou(last_box[t]), b, t)
-                for b, box in enumerate(boxes)
-                for t in range(len(last_box))
-            ),
-            reverse=True,
-        )
-        ids = [-1] * len(boxes)
-        taken: set[int] = set()
-        for overlap, b, t in pairs:
-            if overlap < min_iou:
-                break
-            if ids[b] == -1 and t not in taken:
-                ids[b] = t
-                taken.add(t)
-        for b, box in enumerate(boxes):
-            if ids[b] == -1:
-                ids[b] = len(last_box)
-                last_box.append(box)
-            else:
-                last_box[ids[b]] = box
-        raw_ids.append(ids)
-    areas: dict[int, list[float]] = {}
-    for boxes, ids in zip(boxes_per_frame, raw_ids, strict=True):
-        for box, track in zip(boxes, ids, strict=True):
-            areas.setdefault(track, []).append(box.area)
-    order = sorted(areas, key=lambda t: -float(np.mean(areas[t])))
-    renumber = {track: rank for rank, track in enumerate(order)}
-    return [[renumber[t] for t in ids] for ids in raw_ids]
 
 
 def crop_face(image: np.ndarray, box: Box, margin: float, size: int) -> np.ndarray:

@@ -32,7 +32,7 @@ from deepfake_detect.backends import (
     resolve_device,
     torch_runner,
 )
-from deepfake_detect.crops import extract_faces
+from deepfake_detect.crops import check_detector, extract_faces
 from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.metrics import AGGREGATIONS, FRAME_RULES
 from deepfake_detect.models import to_model_input
@@ -186,6 +186,7 @@ class Predictor:
             max_frames=max_frames if every else None,
             every_seconds=every,
         )
+        check_detector(self.crop_config)
         self.aggregation = aggregation or self.artifact.aggregation
         if self.aggregation not in AGGREGATIONS | FRAME_RULES:
             known = ", ".join([*AGGREGATIONS, *FRAME_RULES])

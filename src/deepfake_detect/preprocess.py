@@ -33,7 +33,7 @@ from rich.progress import (
 from rich.table import Table
 
 from deepfake_detect import __version__
-from deepfake_detect.crops import STAGE1_SETTINGS, CropConfig, extract_faces
+from deepfake_detect.crops import STAGE1_SETTINGS, CropConfig, check_detector, extract_faces
 from deepfake_detect.dataset_layouts import VideoItem, assign_splits, discover
 from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.files import atomic_path
@@ -213,7 +213,7 @@ class VideoDataProcessor:
         dataset_format: str = "auto",
         resume: bool = True,
         use_face_detection: bool = True,
-        face_detector: str = "dlib",
+        face_detector: str = "yunet",
         frame_sampling_rate: int | None = None,
         frames_per_video: int | None = None,
         max_frames: int | None = None,
@@ -302,6 +302,7 @@ class VideoDataProcessor:
     def run(self) -> pd.DataFrame:
         """Process every video not finished yet; write and return metadata.csv as a table."""
         items = self.discover()
+        check_detector(self.config)
         self._prepare_output_dir()
         journal = Journal(self.output_dir / JOURNAL)
         done = self._finished(journal, items)
