@@ -101,6 +101,10 @@ def test_cli_outputs_and_exit_codes(pipeline, tmp_path):
     assert list(pd.read_csv(out / "v.csv").columns) == VIDEO_COLUMNS
     frames = pd.read_csv(out / "v_frames.csv")
     assert len(frames) == len(video["frames"]) and {"timestamp", "face_index"} <= set(frames)
+    for frame in video["frames"]:  # YuNet's 5 landmarks and score travel with each crop
+        assert len(frame["landmarks"]) == 5 and 0 < frame["score"] <= 1
+        assert all(frame["x0"] <= x <= frame["x1"] for x, _ in frame["landmarks"])
+    assert frames.eye1_x.notna().all() and "landmarks" not in frames
     (tmp_path / "broken.mp4").write_text("not a video")
     result = cli("predict", str(good), str(tmp_path / "broken.mp4"), "--model", model,
                  "--frames", "4", "--json", str(out / "mixed.json"))  # fmt: skip

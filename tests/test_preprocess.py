@@ -46,6 +46,10 @@ def test_outputs_follow_the_data_contract(tmp_path):
     assert set(metadata.split) <= {"train", "val", "test"}
     crops = pd.read_csv(out / "crops.csv")
     assert list(crops.columns) == CROP_COLUMNS
+    # YuNet's landmarks, in frame pixels, inside each box: eyes above the nose above the mouth
+    assert crops.x0.lt(crops.eye1_x).all() and crops.eye2_x.lt(crops.x1).all()
+    assert crops.eye1_y.lt(crops.nose_y).all() and crops.nose_y.lt(crops.mouth2_y).all()
+    assert crops.score.between(0.6, 1).all()
     for row in metadata.itertuples():
         array = np.load(out / row.npy_path, mmap_mode="r", allow_pickle=False)
         assert array.dtype == np.uint8 and array.shape == (row.n_crops, 64, 64, 3)

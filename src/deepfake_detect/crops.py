@@ -37,6 +37,11 @@ from deepfake_detect.video import MAX_PIXELS, Frame, VideoError, VideoInfo, samp
 Item = TypeVar("Item")
 
 STAGE1_SETTINGS = "preprocess.json"
+# A crop record's landmarks, in frame pixels (empty without a landmark detector): 1 is the
+# eye and the mouth corner on the image's left.
+LANDMARK_COLUMNS = tuple(
+    f"{point}_{axis}" for point in ("eye1", "eye2", "nose", "mouth1", "mouth2") for axis in "xy"
+)
 
 
 class CropSettingsError(DeepfakeDetectError, ValueError):
@@ -341,5 +346,21 @@ def _records(
                 "timestamp": round(timestamp, 6), "face_index": face_index,
                 "x0": round(box.x0, 2), "y0": round(box.y0, 2), "x1": round(box.x1, 2),
                 "y1": round(box.y1, 2), "score": round(box.score, 4),
-            })  # fmt: skip
+            } | _landmark_fields(box))  # fmt: skip
     return records, np.array(order, np.int64)
+
+
+def _landmark_fields(box: Box) -> dict[str, float | None]:
+    values = np.ravel(box.landmarks) if box.landmarks is not None else [None] * 10
+    return {
+        name: None if value is None else round(float(value), 2)
+        for name, value in zip(LANDMARK_COLUMNS, values, strict=True)
+    }
+
+
+def record_landmarks(record: dict[str, Any]) -> list[list[float]] | None:
+    """A crop record's 5 landmarks as [[x, y], ...] in frame pixels, or None."""
+    values = [record.get(name) for name in LANDMARK_COLUMNS]
+    if any(value is None or not np.isfinite(value) for value in values):
+        return None
+    return [[float(values[i]), float(values[i + 1])] for i in range(0, 10, 2)]
