@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from media import STILL, face_photo, two_face_frame
@@ -276,3 +277,76 @@ def test_each_thread_gets_its_own_face_detector():
     thread.join()
     assert _detector("dlib") is _detector("dlib"), "built once per thread"
     assert other_thread[0] is not _detector("dlib")
+
+
+def _rolled_clip(path: Path, roll: float) -> tuple[Path, np.ndarray]:
+    """A still 360x360 clip of Grace Hopper shrunk to 0.6 and rolled by `roll` degrees, and
+    where her 5 landmarks are in it: YuNet's on the upright full-size photo, moved by the
+    same known transform."""
+    photo = face_photo()
+    upright = create_detector("yunet").detect(photo)[0].points
+    matrix = cv2.getRotationMatrix2D((256, 300), roll, 0.6)
+    matrix[:, 2] += (180 - 256, 180 - 300)
+    frame = cv2.warpAffine(photo, matrix, (360, 360), borderMode=cv2.BORDER_REPLICATE)
+    return write_video(path, [frame] * 6, 10), cv2.transform(upright[None], matrix)[0]
+
+
+@pytest.mark.parametrize("roll", [0, 20])
+def test_aligned_crops_put_the_eyes_on_the_template_and_level(tmp_path, roll):
+    """Known geometry: the true landmarks, moved by each crop's transform, land within 3 px
+    of the template; a face rolled 20 degrees comes out level."""
+    from deepfake_detect.crops import CropConfig, aligning_transform
+    from deepfake_detect.faces import AlignmentSmoother, template_points
+
+    clip, truth = _rolled_clip(tmp_path / "rolled.mp4", roll)
+    config = CropConfig(crop_size=128, align=True)
+    template, smoother = template_points(128, 0.3), AlignmentSmoother()
+    images = [f.image for f in read_frames(clip, frames_per_video=6)[1]]
+    for image, found in zip(
+        images, detect_in_frames(create_detector("yunet"), images), strict=True
+    ):
+        matrix = aligning_transform(image, found[0], config, smoother)
+        eyes = cv2.transform(truth[None, :2], matrix)[0]
+        assert np.abs(eyes - template[:2]).max() < 3, eyes - template[:2]
+        tilt = np.degrees(np.arctan2(eyes[1, 1] - eyes[0, 1], eyes[1, 0] - eyes[0, 0]))
+        assert abs(tilt) < 3
+
+
+def test_preprocess_cuts_aligned_crops_with_that_transform(tmp_path):
+    from deepfake_detect.crops import CropConfig, aligning_transform, extract_faces
+    from deepfake_detect.faces import crop_aligned
+
+    clip, _ = _rolled_clip(tmp_path / "rolled.mp4", 20)
+    config = CropConfig(frames_per_video=1, crop_size=64, align=True)
+    faces = extract_faces(clip, config)
+    image = read_frames(clip, frames_per_video=1)[1][0].image
+    matrix = aligning_transform(image, detect_faces(create_detector("yunet"), image)[0], config)
+    assert np.abs(faces.crops[0].astype(int) - crop_aligned(image, matrix, 64)).mean() < 1
+    unaligned = extract_faces(clip, CropConfig(frames_per_video=1, crop_size=64)).crops[0]
+    assert np.abs(faces.crops[0].astype(int) - unaligned).mean() > 10
+
+
+def test_alignment_needs_a_detector_with_landmarks():
+    from deepfake_detect.crops import CropConfig
+
+    with pytest.raises(ValueError, match="align needs a face detector that gives landmarks"):
+        CropConfig(face_detector="dlib", align=True)
+    with pytest.raises(ValueError, match="align makes square crops"):
+        CropConfig(align=True, crop_shape="stretch")
+
+
+def test_smoothing_steadies_jitter_and_follows_real_motion():
+    from deepfake_detect.faces import AlignmentSmoother
+
+    rng = np.random.default_rng(0)
+    base = cv2.getRotationMatrix2D((100, 100), 0, 0.8)
+    smoother, raw, smooth = AlignmentSmoother(), [], []
+    for _ in range(40):
+        jittered = base.copy()
+        jittered[:, 2] += rng.normal(0, 1.0, 2)  # landmark noise: a pixel or so
+        raw.append(jittered[:, 2].copy())
+        smooth.append(smoother(jittered, 128)[:, 2].copy())
+    assert np.std(smooth, axis=0).max() < 0.7 * np.std(raw, axis=0).max()
+    moved = base.copy()
+    moved[:, 2] += (40, 0)  # the head moved: taken at once, not dragged behind
+    assert np.allclose(smoother(moved, 128), moved)

@@ -193,3 +193,20 @@ def test_a_model_that_outputs_nan_or_inf_gives_model_error_and_valid_json(
     assert "REAL" not in result.stderr and "model_error" in result.stderr
     infinite = Predictor(nonfinite_models["inf"], device="cpu", frames=4).predict(Path(clip))
     assert (infinite.status, infinite.probability, infinite.verdict) == ("model_error", None, None)
+
+
+def test_an_artifact_made_before_alignment_predicts_as_it_did(tiny_model, tmp_path):
+    """model.json files written before `align` existed have no such key: they crop unaligned,
+    with the detector they name, exactly as before."""
+    import shutil
+
+    old = shutil.copytree(tiny_model / "model", tmp_path / "old-model")
+    document = json.loads((old / "model.json").read_text())
+    del document["preprocessing"]["align"]
+    (old / "model.json").write_text(json.dumps(document))
+    clip = face_clip(tmp_path / "a.mp4")
+    before, now = Predictor(old, frames=4), Predictor(tiny_model, frames=4)
+    assert before.crop_config == now.crop_config and not before.crop_config.align
+    assert before.crop_config.face_detector == "dlib"  # what the tiny model was trained with
+    frames = [f.probability for f in before.predict(clip).frames]
+    assert frames == [f.probability for f in now.predict(clip).frames] and len(frames) == 4

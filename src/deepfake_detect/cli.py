@@ -128,6 +128,13 @@ def preprocess(
         CropShape,
         typer.Option(help="square around the face, or its box stretched or padded to a square."),
     ] = CropShape.square,
+    align: Annotated[
+        bool,
+        typer.Option(
+            help="Warp faces so their 5 landmarks sit on a fixed template (eyes level), "
+            "steadied along each face's track; needs --face-detector yunet."
+        ),
+    ] = False,
     faces_per_frame: Annotated[
         int | None, typer.Option(min=1, help="Keep at most N faces per frame, largest first.")
     ] = None,
@@ -176,6 +183,7 @@ def preprocess(
         crop_size=crop_size,
         margin=margin,
         crop_shape=crop_shape.value,
+        align=align,
         faces_per_frame=faces_per_frame,
         detect_size=detect_size,
         scan_every=scan_every,

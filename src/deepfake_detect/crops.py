@@ -12,7 +12,7 @@ import itertools
 import json
 import threading
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -24,11 +24,15 @@ from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.faces import (
     CROP_SHAPES,
     DETECTORS,
+    AlignmentSmoother,
     Box,
     FaceDetector,
+    alignment,
     create_detector,
+    crop_aligned,
     follow_faces,
     letterbox,
+    refine_alignment,
 )
 from deepfake_detect.schema import check_field_types
 from deepfake_detect.status import Status
@@ -64,6 +68,8 @@ class CropConfig:
     detect_size: int = 640
     scan_every: int = 8
     crop_shape: str = "square"
+    # False when absent: artifacts and stage-1 folders made before alignment crop unaligned
+    align: bool = False
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -89,6 +95,13 @@ class CropConfig:
             raise ValueError(f"margin must be between 0 and 2, got {self.margin}")
         if self.detect_size < 64:
             raise ValueError(f"detect_size must be at least 64, got {self.detect_size}")
+        if self.align:
+            with_landmarks = [n for n, d in DETECTORS.items() if getattr(d, "gives_landmarks", 0)]
+            if not self.use_face_detection or self.face_detector not in with_landmarks:
+                known = ", ".join(with_landmarks)
+                raise ValueError(f"align needs a face detector that gives landmarks ({known})")
+            if self.crop_shape != "square":
+                raise ValueError(f"align makes square crops; crop_shape {self.crop_shape!r} too")
 
     @classmethod
     def from_dict(cls, parameters: dict[str, Any]) -> CropConfig:
@@ -208,10 +221,32 @@ def _with_faces(frames: Iterable[Frame], config: CropConfig) -> Iterator[tuple[F
         yield held.popleft(), boxes
 
 
-def _crop(image: np.ndarray, box: Box, config: CropConfig) -> np.ndarray:
-    if config.use_face_detection:
-        return CROP_SHAPES[config.crop_shape](image, box, config.margin, config.crop_size)
-    return letterbox(image, config.crop_size)
+def aligning_transform(
+    image: np.ndarray, box: Box, config: CropConfig, smoother: AlignmentSmoother | None = None
+) -> np.ndarray | None:
+    """The similarity (2x3, frame -> crop pixels) an aligned crop of this face is cut with:
+    fitted to its landmarks, refined on the face seen upright, steadied by its track's
+    `smoother`; None for a box without landmarks."""
+    if box.points is None:
+        return None
+    matrix = alignment(box.points, config.crop_size, config.margin)
+    if matrix is None:
+        return None
+    detector = _detector(config.face_detector)
+    matrix = refine_alignment(detector, image, matrix, config.crop_size, config.margin)
+    return matrix if smoother is None else smoother(matrix, config.crop_size)
+
+
+def _crop(
+    image: np.ndarray, box: Box, config: CropConfig, smoother: AlignmentSmoother | None = None
+) -> np.ndarray:
+    """One face's crop: aligned with `config.align` (a box without landmarks falls back to
+    the crop shape), else the crop shape around the box; or the whole frame."""
+    if not config.use_face_detection:
+        return letterbox(image, config.crop_size)
+    if config.align and (matrix := aligning_transform(image, box, config, smoother)) is not None:
+        return crop_aligned(image, matrix, config.crop_size)
+    return CROP_SHAPES[config.crop_shape](image, box, config.margin, config.crop_size)
 
 
 def _timed(items: Iterable[Item], timings: dict[str, float], key: str) -> Iterator[Item]:
@@ -303,9 +338,10 @@ def extract_faces(
     faces_per_frame: list[Faces] = []
     sampled: list[tuple[int, float]] = []  # each frame's index and time; its pixels are let go
     found = _timed(_with_faces(_timed(frames, timings, "decode"), config), timings, "detect")
+    smoothers: defaultdict[int, AlignmentSmoother] = defaultdict(AlignmentSmoother)
     for frame, faces in found:
-        for _, box in faces:
-            batches.add(_crop(frame.image, box, config))
+        for face, box in faces:
+            batches.add(_crop(frame.image, box, config, smoothers[face]))
         faces_per_frame.append(faces)
         sampled.append((frame.index, frame.timestamp))
         if on_progress is not None:

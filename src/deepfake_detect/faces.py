@@ -158,6 +158,7 @@ class YuNetDetector:
     """
 
     name = "yunet"
+    gives_landmarks = True
 
     def __init__(self, score_threshold: float = 0.6, nms_threshold: float = 0.3) -> None:
         model = str(packaged_model(YUNET_MODEL))
@@ -390,6 +391,133 @@ def crop_face_padded(image: np.ndarray, box: Box, margin: float, size: int) -> n
         patch, (new_w, new_h), interpolation=interpolation
     )
     return canvas
+
+
+# Where aligned crops put the 5 landmarks, as fractions of the face square (the crop less its
+# margins): the ArcFace template (112 px) made left-right symmetric, so the eyes are level.
+ALIGN_TEMPLATE = np.array(
+    [[0.3418, 0.4615], [0.6582, 0.4615], [0.5000, 0.6405], [0.3727, 0.8240], [0.6273, 0.8240]],
+    np.float32,
+)
+
+
+def template_points(size: int, margin: float) -> np.ndarray:
+    """The template's 5 points in a `size` px crop whose face square has `margin` of its side
+    added on each side (as `crop_face` adds around the box)."""
+    return ((ALIGN_TEMPLATE + margin) * size / (1 + 2 * margin)).astype(np.float32)
+
+
+def alignment(points: np.ndarray, size: int, margin: float) -> np.ndarray | None:
+    """The similarity transform (2x3, frame pixels -> crop pixels) that best puts the 5 points
+    on the template (least median of squares, so one stray landmark does not tilt it), or
+    None when the points do not determine one."""
+    matrix, _ = cv2.estimateAffinePartial2D(
+        points.astype(np.float32), template_points(size, margin), method=cv2.LMEDS
+    )
+    return matrix
+
+
+ALIGN_REFINE_SIZE = 256
+
+
+def refine_alignment(
+    detector: FaceDetector, image: np.ndarray, matrix: np.ndarray, size: int, margin: float
+) -> np.ndarray:
+    """The alignment fitted again to landmarks found on the face already aligned.
+
+    YuNet's landmarks lean towards upright on a rolled face, the more so the smaller it is
+    (a face rolled 20 degrees read as 6 to 15), and off by a few pixels on small faces. Seen
+    again upright at ALIGN_REFINE_SIZE px, the face gives landmarks that level it to within
+    a few degrees (bench/faces.py).
+    """
+    zoom = ALIGN_REFINE_SIZE / size
+    upright = matrix * zoom  # the same alignment into a crop ALIGN_REFINE_SIZE px wide
+    found = [b for b in detector.detect(crop_aligned(image, upright, ALIGN_REFINE_SIZE))
+             if b.landmarks is not None]  # fmt: skip
+    if not found:
+        return matrix
+    points = max(found, key=lambda b: b.area).points
+    in_frame = cv2.transform(points[None], cv2.invertAffineTransform(upright))[0]
+    refined = alignment(in_frame, size, margin)
+    return matrix if refined is None else refined
+
+
+def crop_aligned(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """The `size` x `size` crop a similarity transform (frame -> crop pixels) cuts, black
+    beyond the frame. A large face is first shrunk by area averaging (as the other crops
+    are), so the warp does not alias."""
+    scale = float(np.hypot(matrix[0, 0], matrix[1, 0]))
+    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64)
+    inverse = cv2.invertAffineTransform(matrix)
+    source = corners @ inverse[:, :2].T + inverse[:, 2]
+    height, width = image.shape[:2]
+    x0, y0 = (max(0, math.floor(v)) for v in source.min(axis=0))
+    x1 = min(width, math.ceil(source[:, 0].max()) + 1)
+    y1 = min(height, math.ceil(source[:, 1].max()) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((size, size, 3), np.uint8)
+    region = image[y0:y1, x0:x1]
+    shrink = min(1.0, 2.0 * scale)  # keep twice the crop's resolution for the warp
+    moved = matrix.astype(np.float64).copy()
+    moved[:, 2] += moved[:, :2] @ np.array([x0, y0], np.float64)
+    if shrink < 1.0:
+        shape = (max(1, round((x1 - x0) * shrink)), max(1, round((y1 - y0) * shrink)))
+        region = cv2.resize(region, shape, interpolation=cv2.INTER_AREA)
+        enlarge = np.array([(x1 - x0) / shape[0], (y1 - y0) / shape[1]])
+        # a pixel centre of the shrunk region, back in the region: (p + 0.5) * enlarge - 0.5
+        moved[:, 2] += moved[:, :2] @ (0.5 * enlarge - 0.5)
+        moved[:, :2] *= enlarge
+    return cv2.warpAffine(region, moved, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))  # fmt: skip
+
+
+@dataclass
+class AlignmentSmoother:
+    """Smooths one face track's alignments so its aligned crops do not jitter.
+
+    Each new transform, as scale, angle and the frame point the crop is centred on, is mixed
+    with the smoothed one, `weight` of the new (an exponential moving average). A change
+    larger than landmark noise (the head moved between two samples) is taken as it is, so
+    sparse samples of a moving face are not dragged behind it.
+    """
+
+    weight: float = 0.5
+    max_shift: float = 0.08  # of the face's size
+    max_turn: float = math.radians(6)
+    max_zoom: float = 0.08  # relative change of scale
+    _state: np.ndarray | None = None  # log scale, angle, centre x, centre y
+
+    def __call__(self, matrix: np.ndarray, size: int) -> np.ndarray:
+        state = _similarity_state(matrix, size)
+        if self._state is not None:
+            previous = self._state
+            turn = math.remainder(state[1] - previous[1], 2 * math.pi)
+            face = size / math.exp(previous[0])
+            jitter = (
+                abs(state[0] - previous[0]) < self.max_zoom
+                and abs(turn) < self.max_turn
+                and math.dist(state[2:], previous[2:]) < self.max_shift * face
+            )
+            if jitter:
+                change = np.array([state[0] - previous[0], turn, *(state[2:] - previous[2:])])
+                state = previous + self.weight * change
+        self._state = state
+        return _similarity_matrix(state, size)
+
+
+def _similarity_state(matrix: np.ndarray, size: int) -> np.ndarray:
+    scale = float(np.hypot(matrix[0, 0], matrix[1, 0]))
+    angle = math.atan2(matrix[1, 0], matrix[0, 0])
+    centre = cv2.invertAffineTransform(matrix) @ np.array([size / 2, size / 2, 1.0])
+    return np.array([math.log(scale), angle, centre[0], centre[1]])
+
+
+def _similarity_matrix(state: np.ndarray, size: int) -> np.ndarray:
+    scale, angle = math.exp(state[0]), state[1]
+    a, b = scale * math.cos(angle), scale * math.sin(angle)
+    linear = np.array([[a, -b], [b, a]])
+    shift = np.array([size / 2, size / 2]) - linear @ state[2:]
+    return np.hstack([linear, shift[:, None]])
 
 
 # How a face box becomes a crop: a square around it (this project's), or the published

@@ -195,6 +195,9 @@ class VideoDataProcessor:
         margin: added on each side of the face box, as a fraction of its size.
         crop_shape: square (around the box), or the box's rectangle stretched or padded to a
             square, as published detectors crop (`faces.CROP_SHAPES`).
+        align: warp each face so its 5 landmarks sit on a fixed template (eyes level, fixed
+            eye distance, `margin` around), smoothed along each face's track; needs a
+            detector that gives landmarks (yunet) and square crops.
         faces_per_frame: keep at most this many faces per frame, largest first.
         detect_size: longer side of the frame copy a whole-frame scan sees.
         scan_every: scan whole frames every Nth sampled frame; in between, known faces are
@@ -226,6 +229,7 @@ class VideoDataProcessor:
         crop_size: int = 256,
         margin: float = 0.3,
         crop_shape: str = "square",
+        align: bool = False,
         faces_per_frame: int | None = None,
         detect_size: int = 640,
         scan_every: int = 8,
@@ -252,6 +256,7 @@ class VideoDataProcessor:
                 crop_size=crop_size,
                 margin=margin,
                 crop_shape=crop_shape,
+                align=align,
                 faces_per_frame=faces_per_frame,
                 detect_size=detect_size,
                 scan_every=scan_every,
