@@ -333,3 +333,24 @@ def test_csv_rows_outside_the_csv_folder_are_refused_unless_allowed(tmp_path):
     metadata = VideoDataProcessor([table], tmp_path / "out", allow_outside_root=True, **FAST).run()
     status = dict(zip(metadata.path.map(lambda p: Path(p).name), metadata.status, strict=True))
     assert status == {"inside.mp4": "ok", "private.mp4": "decode_error"}, "not retried on resume"
+
+
+@pytest.mark.parametrize("shape", ["square", "stretch", "pad"])
+def test_crops_csv_landmarks_map_into_each_crop_shape(shape):
+    """crops.csv's landmarks (frame pixels) land, in crop pixels, on the dots they mark."""
+    from deepfake_detect.crops import LANDMARK_COLUMNS, CropConfig, landmarks_in_crops
+    from deepfake_detect.faces import CROP_SHAPES, Box
+
+    image = np.zeros((300, 400, 3), np.uint8)
+    points = [(150, 120), (190, 118), (170, 140), (155, 165), (188, 166)]
+    for x, y in points:
+        image[y - 1 : y + 2, x - 1 : x + 2] = 255
+    box = Box(130.3, 95.7, 215.2, 195.1)
+    record = {"x0": box.x0, "y0": box.y0, "x1": box.x1, "y1": box.y1}
+    records = pd.DataFrame([record | dict(zip(LANDMARK_COLUMNS, np.ravel(points), strict=True))])
+    crop = CROP_SHAPES[shape](image, box, 0.3, 128)[..., 0].astype(float)
+    for x, y in landmarks_in_crops(records, CropConfig(crop_size=128, crop_shape=shape))[0]:
+        ys, xs = np.mgrid[round(y) - 4 : round(y) + 5, round(x) - 4 : round(x) + 5]
+        weights = crop[ys, xs]
+        dot = (weights * xs).sum() / weights.sum(), (weights * ys).sum() / weights.sum()
+        assert np.hypot(dot[0] - x, dot[1] - y) < 0.7

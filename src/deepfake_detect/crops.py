@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import pandas as pd
 
 from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.faces import (
@@ -33,6 +34,7 @@ from deepfake_detect.faces import (
     follow_faces,
     letterbox,
     refine_alignment,
+    template_points,
 )
 from deepfake_detect.schema import check_field_types
 from deepfake_detect.status import Status
@@ -400,3 +402,37 @@ def record_landmarks(record: dict[str, Any]) -> list[list[float]] | None:
     if any(value is None or not np.isfinite(value) for value in values):
         return None
     return [[float(values[i]), float(values[i + 1])] for i in range(0, 10, 2)]
+
+
+def landmarks_in_crops(records: pd.DataFrame, config: CropConfig) -> np.ndarray:
+    """Each crop's 5 landmarks in its own pixels (N x 5 x 2 float32, NaN where crops.csv has
+    none), from crops.csv's rows (frame pixels) and the crop settings that cut them.
+
+    Aligned crops put them on the template (to within a few pixels); the other shapes map
+    them by the box's geometry (a stretched or padded crop clipped at the frame's right or
+    bottom edge is off by the part clipped).
+    """
+    points = records[list(LANDMARK_COLUMNS)].to_numpy(np.float64).reshape(-1, 5, 2)
+    size = config.crop_size
+    if config.align:
+        return np.where(np.isnan(points), np.nan, template_points(size, config.margin))
+    x0, y0, x1, y1 = (records[c].to_numpy(np.float64)[:, None] for c in ("x0", "y0", "x1", "y1"))
+    width, height = x1 - x0, y1 - y0
+    if config.crop_shape == "square":
+        side = np.maximum(width, height) * (1 + 2 * config.margin)
+        left, top = np.round((x0 + x1 - side) / 2), np.round((y0 + y1 - side) / 2)
+        scale_x = scale_y = size / np.maximum(1, np.round(side))
+        shift_x = shift_y = 0.0
+    else:
+        left = np.maximum(0, np.floor(x0 - width * config.margin))
+        top = np.maximum(0, np.floor(y0 - height * config.margin))
+        right, bottom = np.ceil(x1 + width * config.margin), np.ceil(y1 + height * config.margin)
+        scale_x, scale_y = size / (right - left), size / (bottom - top)
+        shift_x = shift_y = 0.0
+        if config.crop_shape == "pad":
+            scale_x = scale_y = size / np.maximum(right - left, bottom - top)
+            shift_x = (size - np.floor((right - left) * scale_x)) // 2
+            shift_y = (size - np.floor((bottom - top) * scale_y)) // 2
+    xs = (points[..., 0] - left) * scale_x + shift_x
+    ys = (points[..., 1] - top) * scale_y + shift_y
+    return np.stack([xs, ys], axis=-1).astype(np.float32)
