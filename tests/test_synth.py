@@ -361,13 +361,13 @@ def test_training_self_blends_follow_the_crop_landmarks(tmp_path) -> None:
     from deepfake_detect.blend import SelfBlendSource, face_region
     from deepfake_detect.crops import CropConfig, landmarks_in_crops
     from deepfake_detect.preprocess import VideoDataProcessor
-    from deepfake_detect.training_data import _blend_guides
+    from deepfake_detect.training_data import self_blend_guides
 
     face_clip(tmp_path / "data" / "real" / "a.mp4", size=256)
     out = tmp_path / "out"
     VideoDataProcessor([tmp_path / "data"], out, frames_per_video=3, crop_size=128,
                        num_workers=0, progress=False).run()  # fmt: skip
-    margin, landmarks = _blend_guides(out)
+    margin, landmarks = self_blend_guides(out)
     (npy,) = (out / "faces").glob("*.npy")
     crops = np.load(npy)
     (points,) = landmarks.values()

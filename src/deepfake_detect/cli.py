@@ -594,11 +594,12 @@ def demo(
     seed: Annotated[
         int, typer.Option(help="Seed of the synthetic clips and of training (use with --fresh).")
     ] = 0,
+    align: Annotated[bool, typer.Option(help="Align the face crops (preprocess --align).")] = False,
 ) -> None:
     """The whole pipeline on built-in data: synth, preprocess, train, evaluate, predict, report."""
     from deepfake_detect.demo import run_demo
 
-    result = run_demo(output_dir, quick=quick, fresh=fresh, seed=seed, console=console)
+    result = run_demo(output_dir, quick=quick, fresh=fresh, seed=seed, align=align, console=console)
     auc = result.evaluation.summary["video"]["auc"]
     console.print(f"\ndemo done: test video AUC {auc:.3f}; report {result.report}", highlight=False)
 

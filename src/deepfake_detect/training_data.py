@@ -202,7 +202,7 @@ def _mapped_crops(path: Path) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
-def _blend_guides(root: Path) -> tuple[float, dict[str, np.ndarray]]:
+def self_blend_guides(root: Path) -> tuple[float, dict[str, np.ndarray]]:
     """What self-blends of a stage-1 folder's crops go by: the crops' margin, and each video's
     crops' 5 landmarks in crop pixels (crop index x 5 x 2, NaN where none). Landmarks are
     optional: a folder without them in crops.csv (older, or a detector that gives none)
@@ -251,7 +251,7 @@ class CropDataset(Dataset):
         return np.asarray(_mapped_crops(self.table.npy_path(video))[crop])
 
     def _self_blend(self, image: np.ndarray, key: SampleKey) -> np.ndarray:
-        margin, landmarks = _blend_guides(self.table.root)
+        margin, landmarks = self_blend_guides(self.table.root)
         per_crop = landmarks.get(str(self.table.rows.video_id.iloc[key.video]))
         points = None
         if per_crop is not None and key.crop < len(per_crop):
