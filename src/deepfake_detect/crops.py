@@ -224,11 +224,15 @@ def _with_faces(frames: Iterable[Frame], config: CropConfig) -> Iterator[tuple[F
 
 
 def aligning_transform(
-    image: np.ndarray, box: Box, config: CropConfig, smoother: AlignmentSmoother | None = None
+    image: np.ndarray,
+    box: Box,
+    config: CropConfig,
+    smoother: AlignmentSmoother | None = None,
+    seconds: float | None = None,
 ) -> np.ndarray | None:
     """The similarity (2x3, frame -> crop pixels) an aligned crop of this face is cut with:
     fitted to its landmarks, refined on the face seen upright, steadied by its track's
-    `smoother`; None for a box without landmarks."""
+    `smoother` (the frame is `seconds` into the video); None for a box without landmarks."""
     if box.points is None:
         return None
     matrix = alignment(box.points, config.crop_size, config.margin)
@@ -236,17 +240,21 @@ def aligning_transform(
         return None
     detector = _detector(config.face_detector)
     matrix = refine_alignment(detector, image, matrix, config.crop_size, config.margin)
-    return matrix if smoother is None else smoother(matrix, config.crop_size)
+    return matrix if smoother is None else smoother(matrix, config.crop_size, seconds)
 
 
 def _crop(
-    image: np.ndarray, box: Box, config: CropConfig, smoother: AlignmentSmoother | None = None
+    frame: Frame, box: Box, config: CropConfig, smoother: AlignmentSmoother | None = None
 ) -> np.ndarray:
     """One face's crop: aligned with `config.align` (a box without landmarks falls back to
     the crop shape), else the crop shape around the box; or the whole frame."""
+    image = frame.image
     if not config.use_face_detection:
         return letterbox(image, config.crop_size)
-    if config.align and (matrix := aligning_transform(image, box, config, smoother)) is not None:
+    matrix = None
+    if config.align:
+        matrix = aligning_transform(image, box, config, smoother, frame.timestamp)
+    if matrix is not None:
         return crop_aligned(image, matrix, config.crop_size)
     return CROP_SHAPES[config.crop_shape](image, box, config.margin, config.crop_size)
 
@@ -343,7 +351,7 @@ def extract_faces(
     smoothers: defaultdict[int, AlignmentSmoother] = defaultdict(AlignmentSmoother)
     for frame, faces in found:
         for face, box in faces:
-            batches.add(_crop(frame.image, box, config, smoothers[face]))
+            batches.add(_crop(frame, box, config, smoothers[face]))
         faces_per_frame.append(faces)
         sampled.append((frame.index, frame.timestamp))
         if on_progress is not None:

@@ -477,19 +477,27 @@ class AlignmentSmoother:
 
     Each new transform, as scale, angle and the frame point the crop is centred on, is mixed
     with the smoothed one, `weight` of the new (an exponential moving average). A change
-    larger than landmark noise (the head moved between two samples) is taken as it is, so
-    sparse samples of a moving face are not dragged behind it.
+    larger than landmark noise (the head moved between two samples) is taken as it is, and so
+    is a sample more than `max_gap` seconds after the last: between sparse samples the head
+    moves more than the landmarks jitter, and smoothing would drag the crop behind it
+    (bench/faces.py: smoothing 32 consecutive frames steadies the eyes, smoothing 32 spread
+    over a clip unsteadies them).
     """
 
     weight: float = 0.5
     max_shift: float = 0.08  # of the face's size
     max_turn: float = math.radians(6)
     max_zoom: float = 0.08  # relative change of scale
+    max_gap: float = 0.2  # seconds
     _state: np.ndarray | None = None  # log scale, angle, centre x, centre y
+    _time: float | None = None
 
-    def __call__(self, matrix: np.ndarray, size: int) -> np.ndarray:
+    def __call__(self, matrix: np.ndarray, size: int, seconds: float | None = None) -> np.ndarray:
+        """The smoothed transform for this sample (at `seconds` into the video, when known)."""
         state = _similarity_state(matrix, size)
-        if self._state is not None:
+        close = seconds is None or self._time is None or seconds - self._time <= self.max_gap
+        self._time = seconds
+        if self._state is not None and close:
             previous = self._state
             turn = math.remainder(state[1] - previous[1], 2 * math.pi)
             face = size / math.exp(previous[0])
