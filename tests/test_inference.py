@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +211,23 @@ def test_an_artifact_made_before_alignment_predicts_as_it_did(tiny_model, tmp_pa
     assert before.crop_config.face_detector == "dlib"  # what the tiny model was trained with
     frames = [f.probability for f in before.predict(clip).frames]
     assert frames == [f.probability for f in now.predict(clip).frames] and len(frames) == 4
+
+
+def test_an_aligned_model_predicts_on_aligned_crops(tiny_model, tmp_path):
+    """The artifact's `align` reaches predict: its crops are cut as training's were."""
+    import shutil
+
+    aligned = shutil.copytree(tiny_model / "model", tmp_path / "aligned-model")
+    document = json.loads((aligned / "model.json").read_text())
+    document["preprocessing"] |= {"align": True, "face_detector": "yunet"}
+    (aligned / "model.json").write_text(json.dumps(document))
+    clip = face_clip(tmp_path / "a.mp4")
+    predictor = Predictor(aligned, frames=4)
+    assert predictor.crop_config.align
+    prediction = predictor.predict(clip, keep_crops=True)
+    assert prediction.status == "ok" and len(prediction.frames) == 4
+    from deepfake_detect.crops import extract_faces
+
+    square = extract_faces(clip, replace(predictor.crop_config, align=False)).crops
+    assert np.array_equal(prediction.crops, extract_faces(clip, predictor.crop_config).crops)
+    assert np.abs(prediction.crops.astype(int) - square).mean() > 3
