@@ -43,6 +43,7 @@ import pandas as pd
 from rich.console import Console
 
 from deepfake_detect.blend import SelfBlendSource
+from deepfake_detect.crops import LANDMARK_COLUMNS
 from deepfake_detect.evaluate import evaluate
 from deepfake_detect.inference import Predictor
 from deepfake_detect.metrics import binary_metrics
@@ -111,6 +112,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="GRID hold-out draw and training")
     parser.add_argument("--face-detector", default="yunet", help="stage 1's detector")
     parser.add_argument("--align", action="store_true", help="stage 1's --align")
+    parser.add_argument(
+        "--ellipse-masks",
+        action="store_true",
+        help="self-blend under an ellipse in the box, not the landmarks' face region",
+    )
     return parser.parse_args(argv)
 
 
@@ -381,6 +387,10 @@ def run(args: argparse.Namespace, work: Path) -> None:
     metadata = preprocess(write_csv(clips, work / "dataset.csv"), crops_dir, args)
     metadata = with_source(metadata, clips)
     print_stage1(metadata, time.monotonic() - start)
+    if args.ellipse_masks:  # without landmarks in crops.csv, self-blends fall back to ellipses
+        crops_csv = crops_dir / "crops.csv"
+        table = pd.read_csv(crops_csv)
+        table.drop(columns=list(LANDMARK_COLUMNS)).to_csv(crops_csv, index=False)
 
     config = TrainConfig(
         train=write_train_table(metadata, crops_dir),
