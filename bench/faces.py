@@ -14,7 +14,8 @@
 3. Speed: stage 1 (2 workers, the default) on generated 480p and 1080p clips against
    decode-only (bench/preprocess.py's clips and helpers): yunet, yunet --align and dlib.
 
-    .venv/bin/python bench/faces.py [--videos 8] [--seconds 10] [--skip-speed] [--workdir DIR]
+    .venv/bin/python bench/faces.py [--videos 8] [--seconds 10] [--repeats 2] [--workdir DIR]
+        [--skip-speed | --speed-only]
 """
 
 from __future__ import annotations
@@ -286,31 +287,42 @@ def run_preprocess(dataset: Path, n_videos: int, out: Path, workers: int, **opti
                        startup=pool_overhead(workers), other_cpu=other.share)  # fmt: skip
 
 
-def speed(root: Path, n_videos: int, seconds: float, workers: int) -> None:
+SPEED_RUNS = ({"face_detector": "yunet"}, {"face_detector": "yunet", "align": True},
+              {"face_detector": "dlib"})  # fmt: skip
+
+
+def speed(root: Path, n_videos: int, seconds: float, workers: int, repeats: int) -> None:
+    """Each run `repeats` times, the order turned round each time; the best rate of each is
+    kept (on a shared machine the others' load only ever slows a run down)."""
     print(f"\n== stage 1 speed: {n_videos} generated clips of {seconds:g} s per resolution, "
-          f"{workers} workers, 32 frames, 256 px crops, warm rates) ==")  # fmt: skip
+          f"{workers} workers, 32 frames, 256 px crops; best of {repeats}, warm ==")  # fmt: skip
     print(f"{'resolution':<12}{'run':<28}{'videos/s warm':>15}{'x decode-only':>15}"
           f"{'crops':>8}{'not ok':>8}{'other CPU':>11}")  # fmt: skip
     for name in ("480p", "1080p"):
         dataset, clips = make_dataset(root, name, n_videos, seconds)
         decode_all(clips[0])
-        with OtherCpu() as other:
-            decode = bench_decode(clips, workers)
-        decode.other_cpu = other.share
+        best: dict[int, Measurement] = {}
+        for repeat in range(repeats):
+            order = list(range(-1, len(SPEED_RUNS)))
+            for index in order[:: 1 if repeat % 2 == 0 else -1]:
+                if index < 0:
+                    with OtherCpu() as other:
+                        m = bench_decode(clips, workers)
+                    m.other_cpu = other.share
+                else:
+                    out = root / "out" / f"{name}_{index}"
+                    m = run_preprocess(dataset, n_videos, out, workers, **SPEED_RUNS[index])
+                if index not in best or m.warm_videos_per_s > best[index].warm_videos_per_s:
+                    best[index] = m
+        decode = best.pop(-1)
         print(f"{name:<12}{decode.label:<28}{decode.videos_per_s:>15.3f}{'1.00x':>15}"
               f"{'-':>8}{'-':>8}{decode.other_cpu:>11.0%}")  # fmt: skip
-        runs = [
-            run_preprocess(dataset, n_videos, root / "out" / f"{name}_{i}", workers, **options)
-            for i, options in enumerate([
-                {"face_detector": "yunet"}, {"face_detector": "yunet", "align": True},
-                {"face_detector": "dlib"},
-            ])
-        ]  # fmt: skip
-        for m in runs:
+        for index in range(len(SPEED_RUNS)):
+            m = best[index]
             share = m.warm_videos_per_s / decode.videos_per_s
             print(f"{'':<12}{m.label:<28}{m.warm_videos_per_s:>15.3f}{f'{share:.2f}x':>15}"
                   f"{m.crops:>8}{m.failed:>8}{m.other_cpu:>11.0%}")  # fmt: skip
-        yunet, dlib = runs[0].warm_videos_per_s, runs[2].warm_videos_per_s
+        yunet, dlib = best[0].warm_videos_per_s, best[2].warm_videos_per_s
         verdict = "PASS" if yunet >= dlib else "FAIL"
         print(f"  target: yunet's rate >= dlib's: {yunet / dlib:.2f}x  {verdict}")
 
@@ -323,24 +335,27 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=8, help="generated clips per resolution")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="speed runs of each setting")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--speed-only", action="store_true")
     parser.add_argument("--workdir", type=Path, help="keep the generated clips here")
     args = parser.parse_args()
     cv2.setNumThreads(1)  # one core's work, as in a stage-1 worker
     print_machine()
-    samples = sample_clips()
+    samples = [] if args.speed_only else sample_clips()
     if samples:
         recall_on_samples(samples)
-    else:
+    elif not args.speed_only:
         print("../shared/samples not present: recall and landmark quality on samples skipped")
-    recall_on_turns()
+    if not args.speed_only:
+        recall_on_turns()
     if samples:
         landmark_quality(samples)
     if not args.skip_speed:
         with tempfile.TemporaryDirectory(prefix="bench_faces_") as tmp:
             root = args.workdir or Path(tmp)
             root.mkdir(parents=True, exist_ok=True)
-            speed(root, args.videos, args.seconds, args.workers)
+            speed(root, args.videos, args.seconds, args.workers, args.repeats)
 
 
 if __name__ == "__main__":
