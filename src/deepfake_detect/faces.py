@@ -426,7 +426,7 @@ def refine_alignment(
     """The alignment fitted again to landmarks found on the face already aligned.
 
     YuNet's landmarks lean towards upright on a rolled face, the more so the smaller it is
-    (a face rolled 20 degrees read as 6 to 15), and off by a few pixels on small faces. Seen
+    (a face rolled 20 degrees read as 8 to 16), and off by a few pixels on small faces. Seen
     again upright at ALIGN_REFINE_SIZE px, the face gives landmarks that level it to within
     a few degrees (bench/faces.py).
     """
