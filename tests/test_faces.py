@@ -50,10 +50,13 @@ def test_two_faces_come_largest_first():
     assert boxes[0].x1 < 320 < boxes[1].x0  # the big face is on the left half
 
 
-def test_no_face_in_noise():
+@pytest.mark.parametrize("name", ["yunet", "dlib"])
+def test_no_face_in_noise(name):
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
-    assert detect_faces(create_detector("dlib"), image) == []
+    blobs = cv2.GaussianBlur(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), (0, 0), 6)
+    assert detect_faces(create_detector(name), image) == []
+    assert detect_faces(create_detector(name), blobs) == []
 
 
 def test_small_frames_are_enlarged_for_the_detector():
