@@ -192,9 +192,10 @@ class PeakRss:
 def _warm_up() -> int:
     """What each worker does before its first video: import the stage and build a detector."""
     import deepfake_detect.preprocess  # noqa: F401
+    from deepfake_detect.crops import CropConfig
     from deepfake_detect.faces import create_detector
 
-    create_detector("dlib")
+    create_detector(CropConfig().face_detector)
     return os.getpid()
 
 
@@ -417,7 +418,7 @@ def main() -> None:
     print_machine()
     print(
         f"clips: {args.videos} per resolution, {args.seconds:g} s at {FPS} fps; "
-        f"default settings (32 frames, dlib, 256 px crops); workers {args.workers}"
+        f"default settings (32 frames, yunet, 256 px crops); workers {args.workers}"
     )
     with tempfile.TemporaryDirectory(prefix="bench_preprocess_") as tmp:
         root = args.workdir or Path(tmp)

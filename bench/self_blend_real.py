@@ -43,11 +43,13 @@ import pandas as pd
 from rich.console import Console
 
 from deepfake_detect.blend import SelfBlendSource
+from deepfake_detect.crops import LANDMARK_COLUMNS
 from deepfake_detect.evaluate import evaluate
 from deepfake_detect.inference import Predictor
 from deepfake_detect.metrics import binary_metrics
 from deepfake_detect.preprocess import VideoDataProcessor
 from deepfake_detect.training import TrainConfig, run_training
+from deepfake_detect.training_data import self_blend_guides
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLES = REPO.parent / "shared" / "samples"
@@ -108,6 +110,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the FF++ original held out as a test real (004, 519 or 634)",
     )
     parser.add_argument("--seed", type=int, default=0, help="GRID hold-out draw and training")
+    parser.add_argument("--face-detector", default="yunet", help="stage 1's detector")
+    parser.add_argument("--align", action="store_true", help="stage 1's --align")
+    parser.add_argument(
+        "--ellipse-masks",
+        action="store_true",
+        help="self-blend under an ellipse in the box, not the landmarks' face region",
+    )
     return parser.parse_args(argv)
 
 
@@ -189,6 +198,7 @@ def preprocess(csv: Path, crops_dir: Path, args: argparse.Namespace) -> pd.DataF
     processor = VideoDataProcessor(
         [csv], crops_dir, dataset_format="csv", frames_per_video=args.frames_per_video,
         crop_size=args.crop_size, margin=MARGIN, num_workers=args.num_workers, progress=False,
+        face_detector=args.face_detector, align=args.align,
         allow_outside_root=True,  # the CSV lists the samples folder's clips by absolute path
     )  # fmt: skip
     return processor.run()
@@ -212,16 +222,24 @@ def write_train_table(metadata: pd.DataFrame, crops_dir: Path) -> Path:
 
 def write_val_table(metadata: pd.DataFrame, crops_dir: Path, margin: float, seed: int) -> Path:
     """Val reals plus VAL_BLENDS self-blended pseudo-fake videos per real (each a self-blend of
-    every crop, with its own seed), written beside the crops."""
+    every crop, with its own seed, its mask shaped by the crop's landmarks as in training),
+    written beside the crops."""
+    _, landmarks = self_blend_guides(crops_dir)
     blend_dir = crops_dir / "selfblend_val"
     blend_dir.mkdir(exist_ok=True)
     reals = metadata[(metadata.split == "val") & (metadata.status == "ok")]
     fakes = []
     for index, row in enumerate(reals.itertuples(index=False)):
         crops = np.load(crops_dir / row.npy_path, allow_pickle=False)
+        points = landmarks.get(str(row.video_id), np.full((len(crops), 5, 2), np.nan))
         for copy in range(VAL_BLENDS):
             blender = SelfBlendSource(seed=seed * 1000 + index * VAL_BLENDS + copy, margin=margin)
-            blended = np.stack([blender(np.ascontiguousarray(crop)) for crop in crops])
+            blended = np.stack(
+                [
+                    blender(np.ascontiguousarray(crop), None if np.isnan(p).any() else p)
+                    for crop, p in zip(crops, points, strict=True)
+                ]
+            )
             name = f"{row.video_id}__selfblend{copy}"
             np.save(blend_dir / f"{name}.npy", blended, allow_pickle=False)
             fake = row._asdict() | {"video_id": name, "label": 1, "method": "self-blend",
@@ -369,6 +387,10 @@ def run(args: argparse.Namespace, work: Path) -> None:
     metadata = preprocess(write_csv(clips, work / "dataset.csv"), crops_dir, args)
     metadata = with_source(metadata, clips)
     print_stage1(metadata, time.monotonic() - start)
+    if args.ellipse_masks:  # without landmarks in crops.csv, self-blends fall back to ellipses
+        crops_csv = crops_dir / "crops.csv"
+        table = pd.read_csv(crops_csv)
+        table.drop(columns=list(LANDMARK_COLUMNS)).to_csv(crops_csv, index=False)
 
     config = TrainConfig(
         train=write_train_table(metadata, crops_dir),
@@ -403,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     args.samples = samples
     quiet_libraries()
     print(f"self-blend on real footage: {args.model}, {args.max_epochs} epochs max, "
-          f"{args.frames_per_video} frames x {args.crop_size} px per video, CPU")  # fmt: skip
+          f"{args.frames_per_video} frames x {args.crop_size} px per video, CPU; "
+          f"{args.face_detector}{', aligned' if args.align else ''}")  # fmt: skip
     print(f"samples: {samples}")
     print()
     start = time.monotonic()

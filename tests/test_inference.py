@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,10 @@ def test_cli_outputs_and_exit_codes(pipeline, tmp_path):
     assert list(pd.read_csv(out / "v.csv").columns) == VIDEO_COLUMNS
     frames = pd.read_csv(out / "v_frames.csv")
     assert len(frames) == len(video["frames"]) and {"timestamp", "face_index"} <= set(frames)
+    for frame in video["frames"]:  # YuNet's 5 landmarks and score travel with each crop
+        assert len(frame["landmarks"]) == 5 and 0 < frame["score"] <= 1
+        assert all(frame["x0"] <= x <= frame["x1"] for x, _ in frame["landmarks"])
+    assert frames.eye1_x.notna().all() and "landmarks" not in frames
     (tmp_path / "broken.mp4").write_text("not a video")
     result = cli("predict", str(good), str(tmp_path / "broken.mp4"), "--model", model,
                  "--frames", "4", "--json", str(out / "mixed.json"))  # fmt: skip
@@ -189,3 +194,40 @@ def test_a_model_that_outputs_nan_or_inf_gives_model_error_and_valid_json(
     assert "REAL" not in result.stderr and "model_error" in result.stderr
     infinite = Predictor(nonfinite_models["inf"], device="cpu", frames=4).predict(Path(clip))
     assert (infinite.status, infinite.probability, infinite.verdict) == ("model_error", None, None)
+
+
+def test_an_artifact_made_before_alignment_predicts_as_it_did(tiny_model, tmp_path):
+    """model.json files written before `align` existed have no such key: they crop unaligned,
+    with the detector they name, exactly as before."""
+    import shutil
+
+    old = shutil.copytree(tiny_model / "model", tmp_path / "old-model")
+    document = json.loads((old / "model.json").read_text())
+    del document["preprocessing"]["align"]
+    (old / "model.json").write_text(json.dumps(document))
+    clip = face_clip(tmp_path / "a.mp4")
+    before, now = Predictor(old, frames=4), Predictor(tiny_model, frames=4)
+    assert before.crop_config == now.crop_config and not before.crop_config.align
+    assert before.crop_config.face_detector == "dlib"  # what the tiny model was trained with
+    frames = [f.probability for f in before.predict(clip).frames]
+    assert frames == [f.probability for f in now.predict(clip).frames] and len(frames) == 4
+
+
+def test_an_aligned_model_predicts_on_aligned_crops(tiny_model, tmp_path):
+    """The artifact's `align` reaches predict: its crops are cut as training's were."""
+    import shutil
+
+    aligned = shutil.copytree(tiny_model / "model", tmp_path / "aligned-model")
+    document = json.loads((aligned / "model.json").read_text())
+    document["preprocessing"] |= {"align": True, "face_detector": "yunet"}
+    (aligned / "model.json").write_text(json.dumps(document))
+    clip = face_clip(tmp_path / "a.mp4")
+    predictor = Predictor(aligned, frames=4)
+    assert predictor.crop_config.align
+    prediction = predictor.predict(clip, keep_crops=True)
+    assert prediction.status == "ok" and len(prediction.frames) == 4
+    from deepfake_detect.crops import extract_faces
+
+    square = extract_faces(clip, replace(predictor.crop_config, align=False)).crops
+    assert np.array_equal(prediction.crops, extract_faces(clip, predictor.crop_config).crops)
+    assert np.abs(prediction.crops.astype(int) - square).mean() > 3

@@ -156,7 +156,8 @@ def predictor(tmp_path_factory) -> Predictor:
     rows = []
     for label in (0, 1):
         clip = partly_blended_clip(root / f"{label}.mp4", FPS, 12, (0, 99 * label), seed=label + 1)
-        crops = extract_faces(clip, CropConfig(crop_size=64, frames_per_video=60)).crops
+        config = CropConfig(crop_size=64, frames_per_video=60, face_detector="dlib")  # as below
+        crops = extract_faces(clip, config).crops
         for part, chunk in enumerate(np.array_split(crops, 10)):
             video_id = f"{label}_{part}"
             np.save(root / "crops" / "faces" / f"{video_id}.npy", chunk)

@@ -47,6 +47,10 @@ def test_outputs_follow_the_data_contract(tmp_path):
     assert set(metadata.split) <= {"train", "val", "test"}
     crops = pd.read_csv(out / "crops.csv")
     assert list(crops.columns) == CROP_COLUMNS
+    # YuNet's landmarks, in frame pixels, inside each box: eyes above the nose above the mouth
+    assert crops.x0.lt(crops.eye1_x).all() and crops.eye2_x.lt(crops.x1).all()
+    assert crops.eye1_y.lt(crops.nose_y).all() and crops.nose_y.lt(crops.mouth2_y).all()
+    assert crops.score.between(0.6, 1).all()
     for row in metadata.itertuples():
         array = np.load(out / row.npy_path, mmap_mode="r", allow_pickle=False)
         assert array.dtype == np.uint8 and array.shape == (row.n_crops, 64, 64, 3)
@@ -56,7 +60,7 @@ def test_outputs_follow_the_data_contract(tmp_path):
         assert (row.width, row.height, row.n_frames) == (192, 192, 10)
     settings = json.loads((out / "preprocess.json").read_text())
     assert settings["parameters"]["crop_size"] == 64
-    assert settings["parameters"]["face_detector"] == "dlib"
+    assert settings["parameters"]["face_detector"] == "yunet"
     assert {"av", "dlib", "opencv", "deepfake_detect"} <= settings["versions"].keys()
     assert not list(out.rglob("*.tmp*"))
 
@@ -388,3 +392,24 @@ def test_pool_workers_exit_when_preprocess_is_killed_9(tmp_path):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("shape", ["square", "stretch", "pad"])
+def test_crops_csv_landmarks_map_into_each_crop_shape(shape):
+    """crops.csv's landmarks (frame pixels) land, in crop pixels, on the dots they mark."""
+    from deepfake_detect.crops import LANDMARK_COLUMNS, CropConfig, landmarks_in_crops
+    from deepfake_detect.faces import CROP_SHAPES, Box
+
+    image = np.zeros((300, 400, 3), np.uint8)
+    points = [(150, 120), (190, 118), (170, 140), (155, 165), (188, 166)]
+    for x, y in points:
+        image[y - 1 : y + 2, x - 1 : x + 2] = 255
+    box = Box(130.3, 95.7, 215.2, 195.1)
+    record = {"x0": box.x0, "y0": box.y0, "x1": box.x1, "y1": box.y1}
+    records = pd.DataFrame([record | dict(zip(LANDMARK_COLUMNS, np.ravel(points), strict=True))])
+    crop = CROP_SHAPES[shape](image, box, 0.3, 128)[..., 0].astype(float)
+    for x, y in landmarks_in_crops(records, CropConfig(crop_size=128, crop_shape=shape))[0]:
+        ys, xs = np.mgrid[round(y) - 4 : round(y) + 5, round(x) - 4 : round(x) + 5]
+        weights = crop[ys, xs]
+        dot = (weights * xs).sum() / weights.sum(), (weights * ys).sum() / weights.sum()
+        assert np.hypot(dot[0] - x, dot[1] - y) < 0.7

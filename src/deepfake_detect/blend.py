@@ -25,8 +25,9 @@ class MaskShape:
     """How the blending mask departs from the face's ellipse (or landmark hull).
 
     Sizes are fractions of the face box; `wobble*` bend the outline radially with 2, 3 and 4
-    lobes, `turn` rotates that pattern; `feather` is the blur's sigma; `opacity` is how much
-    of the pasted face shows at the mask's centre.
+    lobes, `turn` rotates that pattern; `grow` dilates (> 0) or erodes (< 0) the filled
+    outline by that fraction of the face's size; `feather` is the blur's sigma; `opacity` is
+    how much of the pasted face shows at the mask's centre.
     """
 
     RANGES: ClassVar[dict[str, tuple[float, float]]] = {
@@ -39,6 +40,7 @@ class MaskShape:
         "turn": (0.0, 2 * np.pi),
         "feather": (0.04, 0.12),
         "opacity": (0.75, 1.0),
+        "grow": (-0.05, 0.05),
     }
     width: float
     height: float
@@ -49,6 +51,7 @@ class MaskShape:
     turn: float
     feather: float
     opacity: float
+    grow: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -134,11 +137,34 @@ def _box_side(box: Box) -> float:
     return float(np.sqrt(max(1.0, box.area)))
 
 
+# The face region around 5 landmarks (eyes, nose tip, mouth corners; YuNet's, MTCNN's) as
+# fixed ratios of typical faces: x in eye distances from the eyes' midpoint, y in
+# eyes-to-mouth distances below it. Temples at eye height, cheeks, jaw and chin below the
+# mouth (0.65 of the eyes-to-mouth distance), the brows above the eyes: about the hull of
+# dlib's 68 points that Self-Blended Images blends under.
+FACE_FROM_5 = np.array(
+    [[-1.0, 0.0], [-0.95, 0.55], [-0.8, 1.05], [-0.5, 1.45], [0.0, 1.65], [0.5, 1.45],
+     [0.8, 1.05], [0.95, 0.55], [1.0, 0.0], [0.8, -0.4], [0.35, -0.55], [-0.35, -0.55],
+     [-0.8, -0.4]],
+    np.float32,
+)  # fmt: skip
+
+
+def face_region(points: np.ndarray) -> np.ndarray:
+    """The face outline (13 x 2) that 5 landmarks imply, in their pixels: FACE_FROM_5 laid
+    along the eye line and the eyes-to-mouth line, so it turns and leans with the head."""
+    eyes, mouth = points[:2].mean(axis=0), points[3:5].mean(axis=0)
+    across, down = points[1] - points[0], mouth - eyes
+    return (eyes + FACE_FROM_5[:, :1] * across + FACE_FROM_5[:, 1:] * down).astype(np.float32)
+
+
 def _outline(box: Box, shape: MaskShape, landmarks: np.ndarray | None) -> np.ndarray:
-    """The deformed face outline (N x 2 float32): the landmarks' hull, else the box's ellipse."""
+    """The deformed face outline (N x 2 float32): the face region 5 landmarks imply, or the
+    hull of more landmarks, else the box's ellipse."""
     angles = np.linspace(0, 2 * np.pi, 72, endpoint=False)
     if landmarks is not None:
-        points = _densified(cv2.convexHull(landmarks.astype(np.float32)).reshape(-1, 2))
+        hull = face_region(landmarks) if len(landmarks) == 5 else landmarks.astype(np.float32)
+        points = _densified(cv2.convexHull(hull).reshape(-1, 2))
         centre = points.mean(axis=0)
     else:
         centre = np.array([(box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2])
@@ -169,6 +195,9 @@ def _mask(
     mask = np.zeros(frame_shape, np.float32)
     outline = np.round(_outline(box, shape, landmarks) * 16).astype(np.int32)
     cv2.fillPoly(mask, [outline], 1.0, lineType=cv2.LINE_AA, shift=4)
+    if (radius := round(abs(shape.grow) * _box_side(box))) > 0:
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        mask = (cv2.dilate if shape.grow > 0 else cv2.erode)(mask, disc)
     sigma = max(0.5, shape.feather * _box_side(box))
     reach = 2 * int(np.ceil(3 * sigma)) + 1  # OpenCV's default reaches 4 sigma for floats
     return cv2.GaussianBlur(mask, (reach, reach), sigma)
@@ -186,8 +215,9 @@ def face_mask(
         shape: (height, width) of the image.
         box: the face box in that image's pixels.
         rng: where the deformation comes from.
-        landmarks: N x 2 points outlining the face (e.g. dlib's 68); their hull replaces the
-            ellipse fitted to the box.
+        landmarks: 5 points (eyes, nose tip, mouth corners), whose implied face region
+            (`face_region`) replaces the ellipse fitted to the box, or more points outlining
+            the face (e.g. dlib's 68), whose hull does.
     """
     return _mask(shape, box, random_params(MaskShape, rng), landmarks)
 
@@ -241,8 +271,9 @@ def _is_grey(image: np.ndarray, tolerance: float = 4.0) -> bool:
 def self_blend_with(
     image: np.ndarray, box: Box, shape: MaskShape, jitter: SourceJitter
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`self_blend` with given (not random) mask shape and jitter, e.g. drifting over a clip."""
-    weights = _mask(image.shape[:2], box, shape) * shape.opacity
+    """`self_blend` with given (not random) mask shape and jitter, e.g. drifting over a clip;
+    the mask follows the box's landmarks when it has them."""
+    weights = _mask(image.shape[:2], box, shape, box.points) * shape.opacity
     return _blend(image, _jittered(image, box, jitter), weights), weights
 
 
@@ -295,7 +326,7 @@ def face_swap_with(
 ) -> tuple[np.ndarray, np.ndarray]:
     """`face_swap` with given (not random) mask shape and jitter, e.g. drifting over a clip."""
     height, width = target.shape[:2]
-    weights = _mask((height, width), target_box, shape) * shape.opacity
+    weights = _mask((height, width), target_box, shape, target_box.points) * shape.opacity
     pasted = _aligned(source, source_box, target_box, (width, height))
     pasted = _colour_transferred(pasted, target, weights, jitter.colour_transfer)
     return _blend(target, _jittered(pasted, target_box, jitter), weights), weights
@@ -308,7 +339,8 @@ def face_swap(
     source_box: Box,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The source's face pasted on the target's (aligned by box, colour-transferred, feathered).
+    """The source's face pasted on the target's (aligned by box, colour-transferred, feathered
+    under a mask that follows the target box's landmarks when it has them).
 
     Returns the fake (uint8, the target's size) and the blend weights (float32 HxW).
     """
@@ -328,8 +360,12 @@ class SelfBlendSource:
         self._rng = np.random.default_rng(seed)
         self._margin = margin
 
-    def __call__(self, crop: np.ndarray) -> np.ndarray:
+    def __call__(self, crop: np.ndarray, landmarks: np.ndarray | None = None) -> np.ndarray:
+        """A pseudo-fake of the crop; its mask is shaped by the face's 5 landmarks (crop
+        pixels) when given, else an ellipse in the face's box."""
         height, width = crop.shape[:2]
         inset = 1 + 2 * self._margin
         mx, my = width * self._margin / inset, height * self._margin / inset
-        return self_blend(crop, Box(mx, my, width - mx, height - my), self._rng)[0]
+        points = None if landmarks is None else tuple(map(tuple, np.asarray(landmarks, float)))
+        box = Box(mx, my, width - mx, height - my, landmarks=points)
+        return self_blend(crop, box, self._rng)[0]

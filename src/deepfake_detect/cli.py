@@ -170,6 +170,7 @@ def preprocess(
     faces_per_frame: int | None = crop_option("faces_per_frame", min=1),
     detect_size: int = crop_option("detect_size", min=64),
     scan_every: int = crop_option("scan_every", min=1),
+    align: bool = crop_option("align"),
     num_workers: Annotated[
         int | None, typer.Option(min=0, help="Worker processes [default: CPU count].")
     ] = None,
@@ -196,6 +197,7 @@ def preprocess(
         frame_sampling_rate=frame_sampling_rate, frames_per_video=frames_per_video,
         max_frames=max_frames, crop_size=crop_size, margin=margin, crop_shape=crop_shape,
         faces_per_frame=faces_per_frame, detect_size=detect_size, scan_every=scan_every,
+        align=align,
     )  # fmt: skip
     processor = VideoDataProcessor(
         dataset_dirs, output_dir, crops=crops, dataset_format=dataset_format.value,
@@ -565,11 +567,12 @@ def demo(
     seed: Annotated[
         int, typer.Option(help="Seed of the synthetic clips and of training (use with --fresh).")
     ] = 0,
+    align: Annotated[bool, typer.Option(help="Align the face crops (preprocess --align).")] = False,
 ) -> None:
     """The whole pipeline on built-in data: synth, preprocess, train, evaluate, predict, report."""
     from deepfake_detect.demo import run_demo
 
-    result = run_demo(output_dir, quick=quick, fresh=fresh, seed=seed, console=console)
+    result = run_demo(output_dir, quick=quick, fresh=fresh, seed=seed, align=align, console=console)
     auc = result.evaluation.summary["video"]["auc"]
     console.print(f"\ndemo done: test video AUC {auc:.3f}; report {result.report}", highlight=False)
 

@@ -12,24 +12,29 @@ import itertools
 import json
 import threading
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import pandas as pd
 
 from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.faces import (
     CROP_SHAPES,
     DETECTORS,
+    AlignmentSmoother,
     Box,
     FaceDetector,
+    alignment,
     create_detector,
-    detect_in_frames,
+    crop_aligned,
+    follow_faces,
     letterbox,
-    track_faces,
+    refine_alignment,
+    template_points,
 )
 from deepfake_detect.schema import check_field_types, setting
 from deepfake_detect.status import Status
@@ -39,6 +44,11 @@ Item = TypeVar("Item")
 
 STAGE1_SETTINGS = "preprocess.json"
 DEFAULT_FRAMES = 32  # sampled per video when neither a count nor a rate is given
+# A crop record's landmarks, in frame pixels (empty without a landmark detector): 1 is the
+# eye and the mouth corner on the image's left.
+LANDMARK_COLUMNS = tuple(
+    f"{point}_{axis}" for point in ("eye1", "eye2", "nose", "mouth1", "mouth2") for axis in "xy"
+)
 
 
 class CropSettingsError(DeepfakeDetectError, ValueError):
@@ -56,7 +66,7 @@ class CropConfig:
     use_face_detection: bool = setting(
         True, "Crop detected faces, or keep whole frames letterboxed."
     )
-    face_detector: str = setting("dlib", "Face detector.")
+    face_detector: str = setting("yunet", "Face detector.")
     frames_per_video: int | None = setting(
         None, f"N evenly spaced frames per video ({DEFAULT_FRAMES} when no rate is given)."
     )
@@ -74,6 +84,10 @@ class CropConfig:
     )
     crop_shape: str = setting(
         "square", "square around the face, or its box stretched or padded to a square."
+    )
+    # False when absent: artifacts and stage-1 folders made before alignment crop unaligned
+    align: bool = setting(
+        False, "Warp crops so the 5 landmarks sit on a template (eyes level; needs yunet)."
     )
 
     def __post_init__(self) -> None:
@@ -109,6 +123,13 @@ class CropConfig:
             raise ValueError(f"margin must be between 0 and 2, got {self.margin}")
         if self.detect_size < 64:
             raise ValueError(f"detect_size must be at least 64, got {self.detect_size}")
+        if self.align:
+            with_landmarks = [n for n, d in DETECTORS.items() if getattr(d, "gives_landmarks", 0)]
+            if not self.use_face_detection or self.face_detector not in with_landmarks:
+                known = ", ".join(with_landmarks)
+                raise ValueError(f"align needs a face detector that gives landmarks ({known})")
+            if self.crop_shape != "square":
+                raise ValueError(f"align makes square crops; crop_shape {self.crop_shape!r} too")
 
     @classmethod
     def from_dict(cls, parameters: dict[str, Any]) -> CropConfig:
@@ -190,11 +211,22 @@ def _detector(name: str) -> FaceDetector:
     return detectors[name]
 
 
-def _select_faces(images: Iterable[np.ndarray], config: CropConfig) -> Iterator[list[Box]]:
-    """The boxes to crop in each frame: detected faces (largest first), or the whole frame."""
+def check_detector(config: CropConfig) -> None:
+    """Build the detector once now, so a missing or altered model file stops a run once, in one
+    line (DetectorModelError), instead of failing every video."""
+    if config.use_face_detection:
+        create_detector(config.face_detector)
+
+
+Faces = list[tuple[int, Box]]
+
+
+def _select_faces(images: Iterable[np.ndarray], config: CropConfig) -> Iterator[Faces]:
+    """The (identity, box) to crop in each frame: detected faces (largest first), followed by
+    the detection schedule, or the whole frame."""
     if not config.use_face_detection:
-        return ([Box(0, 0, i.shape[1], i.shape[0], float("nan"))] for i in images)
-    return detect_in_frames(
+        return ([(0, Box(0, 0, i.shape[1], i.shape[0], float("nan")))] for i in images)
+    return follow_faces(
         _detector(config.face_detector),
         images,
         config.detect_size,
@@ -203,7 +235,7 @@ def _select_faces(images: Iterable[np.ndarray], config: CropConfig) -> Iterator[
     )
 
 
-def _with_faces(frames: Iterable[Frame], config: CropConfig) -> Iterator[tuple[Frame, list[Box]]]:
+def _with_faces(frames: Iterable[Frame], config: CropConfig) -> Iterator[tuple[Frame, Faces]]:
     """Each frame with its boxes. Detection takes one image and yields its boxes before taking
     the next, so the frame handed over is the one held, and the only one."""
     held: deque[Frame] = deque(maxlen=1)
@@ -217,10 +249,40 @@ def _with_faces(frames: Iterable[Frame], config: CropConfig) -> Iterator[tuple[F
         yield held.popleft(), boxes
 
 
-def _crop(image: np.ndarray, box: Box, config: CropConfig) -> np.ndarray:
-    if config.use_face_detection:
-        return CROP_SHAPES[config.crop_shape](image, box, config.margin, config.crop_size)
-    return letterbox(image, config.crop_size)
+def aligning_transform(
+    image: np.ndarray,
+    box: Box,
+    config: CropConfig,
+    smoother: AlignmentSmoother | None = None,
+    seconds: float | None = None,
+) -> np.ndarray | None:
+    """The similarity (2x3, frame -> crop pixels) an aligned crop of this face is cut with:
+    fitted to its landmarks, refined on the face seen upright, steadied by its track's
+    `smoother` (the frame is `seconds` into the video); None for a box without landmarks."""
+    if box.points is None:
+        return None
+    matrix = alignment(box.points, config.crop_size, config.margin)
+    if matrix is None:
+        return None
+    detector = _detector(config.face_detector)
+    matrix = refine_alignment(detector, image, matrix, config.crop_size, config.margin)
+    return matrix if smoother is None else smoother(matrix, config.crop_size, seconds)
+
+
+def _crop(
+    frame: Frame, box: Box, config: CropConfig, smoother: AlignmentSmoother | None = None
+) -> np.ndarray:
+    """One face's crop: aligned with `config.align` (a box without landmarks falls back to
+    the crop shape), else the crop shape around the box; or the whole frame."""
+    image = frame.image
+    if not config.use_face_detection:
+        return letterbox(image, config.crop_size)
+    matrix = None
+    if config.align:
+        matrix = aligning_transform(image, box, config, smoother, frame.timestamp)
+    if matrix is not None:
+        return crop_aligned(image, matrix, config.crop_size)
+    return CROP_SHAPES[config.crop_shape](image, box, config.margin, config.crop_size)
 
 
 def _timed(items: Iterable[Item], timings: dict[str, float], key: str) -> Iterator[Item]:
@@ -309,41 +371,102 @@ def extract_faces(
     timings = {"decode": time.perf_counter() - start, "detect": 0.0}
     probed = timings["decode"]
     batches = _CropBatches(score, keep_crops, batch_size, timings)
-    boxes_per_frame: list[list[Box]] = []
+    faces_per_frame: list[Faces] = []
     sampled: list[tuple[int, float]] = []  # each frame's index and time; its pixels are let go
     found = _timed(_with_faces(_timed(frames, timings, "decode"), config), timings, "detect")
-    for frame, boxes in found:
-        for box in boxes:
-            batches.add(_crop(frame.image, box, config))
-        boxes_per_frame.append(boxes)
+    smoothers: defaultdict[int, AlignmentSmoother] = defaultdict(AlignmentSmoother)
+    for frame, faces in found:
+        for face, box in faces:
+            batches.add(_crop(frame, box, config, smoothers[face]))
+        faces_per_frame.append(faces)
         sampled.append((frame.index, frame.timestamp))
         if on_progress is not None:
             on_progress(frame.timestamp, info.duration)
     timings["detect"] -= timings["decode"] - probed  # frames decode while detection waits
-    if not any(boxes_per_frame):
+    if not any(faces_per_frame):
         raise VideoError(Status.NO_FACE, f"{path}: no face found in {len(sampled)} frames")
-    records, order = _records(sampled, boxes_per_frame, track_faces(boxes_per_frame))
+    records, order = _records(sampled, _by_prominence(faces_per_frame))
     crops, scores = batches.results(order)
     return FaceCrops(info, crops, records, [t for _, t in sampled], timings, scores)
 
 
+def _by_prominence(faces_per_frame: list[Faces]) -> list[Faces]:
+    """The faces with identities renumbered by mean box area, largest first: face 0 is the
+    most prominent person."""
+    areas: dict[int, list[float]] = {}
+    for faces in faces_per_frame:
+        for face, box in faces:
+            areas.setdefault(face, []).append(box.area)
+    order = sorted(areas, key=lambda face: -float(np.mean(areas[face])))
+    rank = {face: position for position, face in enumerate(order)}
+    return [[(rank[face], box) for face, box in faces] for faces in faces_per_frame]
+
+
 def _records(
-    frames: list[tuple[int, float]], boxes: list[list[Box]], face_ids: list[list[int]]
+    frames: list[tuple[int, float]], faces_per_frame: list[Faces]
 ) -> tuple[list[dict[str, Any]], np.ndarray]:
     """One record per crop, frame by frame and by face index within a frame, and the order
     that puts the crops (cut largest face first) in the records' order."""
     records, order = [], []
     cut = itertools.count()
-    for (frame_index, timestamp), frame_boxes, frame_ids in zip(
-        frames, boxes, face_ids, strict=True
-    ):
-        faces = [(face, box, next(cut)) for box, face in zip(frame_boxes, frame_ids, strict=True)]
-        for face_index, box, position in sorted(faces, key=lambda face: face[0]):
+    for (frame_index, timestamp), faces in zip(frames, faces_per_frame, strict=True):
+        numbered = [(face, box, next(cut)) for face, box in faces]
+        for face_index, box, position in sorted(numbered, key=lambda face: face[0]):
             order.append(position)
             records.append({
                 "crop_index": len(records), "frame_index": frame_index,
                 "timestamp": round(timestamp, 6), "face_index": face_index,
                 "x0": round(box.x0, 2), "y0": round(box.y0, 2), "x1": round(box.x1, 2),
                 "y1": round(box.y1, 2), "score": round(box.score, 4),
-            })  # fmt: skip
+            } | _landmark_fields(box))  # fmt: skip
     return records, np.array(order, np.int64)
+
+
+def _landmark_fields(box: Box) -> dict[str, float | None]:
+    values = np.ravel(box.landmarks) if box.landmarks is not None else [None] * 10
+    return {
+        name: None if value is None else round(float(value), 2)
+        for name, value in zip(LANDMARK_COLUMNS, values, strict=True)
+    }
+
+
+def record_landmarks(record: dict[str, Any]) -> list[list[float]] | None:
+    """A crop record's 5 landmarks as [[x, y], ...] in frame pixels, or None."""
+    values = [record.get(name) for name in LANDMARK_COLUMNS]
+    if any(value is None or not np.isfinite(value) for value in values):
+        return None
+    return [[float(values[i]), float(values[i + 1])] for i in range(0, 10, 2)]
+
+
+def landmarks_in_crops(records: pd.DataFrame, config: CropConfig) -> np.ndarray:
+    """Each crop's 5 landmarks in its own pixels (N x 5 x 2 float32, NaN where crops.csv has
+    none), from crops.csv's rows (frame pixels) and the crop settings that cut them.
+
+    Aligned crops put them on the template (to within a few pixels); the other shapes map
+    them by the box's geometry (a stretched or padded crop clipped at the frame's right or
+    bottom edge is off by the part clipped).
+    """
+    points = records[list(LANDMARK_COLUMNS)].to_numpy(np.float64).reshape(-1, 5, 2)
+    size = config.crop_size
+    if config.align:
+        return np.where(np.isnan(points), np.nan, template_points(size, config.margin))
+    x0, y0, x1, y1 = (records[c].to_numpy(np.float64)[:, None] for c in ("x0", "y0", "x1", "y1"))
+    width, height = x1 - x0, y1 - y0
+    if config.crop_shape == "square":
+        side = np.maximum(width, height) * (1 + 2 * config.margin)
+        left, top = np.round((x0 + x1 - side) / 2), np.round((y0 + y1 - side) / 2)
+        scale_x = scale_y = size / np.maximum(1, np.round(side))
+        shift_x = shift_y = 0.0
+    else:
+        left = np.maximum(0, np.floor(x0 - width * config.margin))
+        top = np.maximum(0, np.floor(y0 - height * config.margin))
+        right, bottom = np.ceil(x1 + width * config.margin), np.ceil(y1 + height * config.margin)
+        scale_x, scale_y = size / (right - left), size / (bottom - top)
+        shift_x = shift_y = 0.0
+        if config.crop_shape == "pad":
+            scale_x = scale_y = size / np.maximum(right - left, bottom - top)
+            shift_x = (size - np.floor((right - left) * scale_x)) // 2
+            shift_y = (size - np.floor((bottom - top) * scale_y)) // 2
+    xs = (points[..., 0] - left) * scale_x + shift_x
+    ys = (points[..., 1] - top) * scale_y + shift_y
+    return np.stack([xs, ys], axis=-1).astype(np.float32)

@@ -71,12 +71,14 @@ def run_demo(
     quick: bool = False,
     fresh: bool = False,
     seed: int = 0,
+    align: bool = False,
     console: Console | None = None,
 ) -> DemoResult:
     """Run the six steps of the demo in `output_dir`; return where the results are.
 
     `seed` draws the synthetic clips and seeds training, so a result can be checked on other
     seeds; steps reused from an earlier run keep that run's seed (`fresh` redoes them).
+    `align` aligns the face crops (stage 1's `align`).
     """
     console = console or Console(stderr=True)
     size = QUICK if quick else FULL
@@ -95,7 +97,7 @@ def run_demo(
     _step(console, 2, "preprocess: crop faces, one identity per split", False)
     metadata = _timed(console, lambda: VideoDataProcessor(
         [clips], crops, frames_per_video=size.frames_per_video, crop_size=size.crop_size,
-        val_fraction=0.3, test_fraction=0.3, num_workers=2, console=console,
+        val_fraction=0.3, test_fraction=0.3, num_workers=2, align=align, console=console,
     ).run())  # fmt: skip
     for split in ("train", "val", "test"):
         identities = ", ".join(sorted(metadata.group[metadata.split == split].unique()))

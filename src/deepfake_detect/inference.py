@@ -33,7 +33,12 @@ from deepfake_detect.backends import (
     resolve_device,
     torch_runner,
 )
-from deepfake_detect.crops import extract_faces
+from deepfake_detect.crops import (
+    LANDMARK_COLUMNS,
+    check_detector,
+    extract_faces,
+    record_landmarks,
+)
 from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.metrics import AGGREGATIONS, FRAME_RULES
 from deepfake_detect.models import to_model_input
@@ -63,6 +68,8 @@ class FrameScore:
     y0: float
     x1: float
     y1: float
+    score: float | None = None  # the face detector's confidence
+    landmarks: list[list[float]] | None = None  # 5 [x, y] in frame pixels (crops.csv's order)
 
 
 @dataclass
@@ -187,6 +194,7 @@ class Predictor:
             max_frames=max_frames if every else None,
             every_seconds=every,
         )
+        check_detector(self.crop_config)
         self.aggregation = aggregation or self.artifact.aggregation
         if self.aggregation not in AGGREGATIONS | FRAME_RULES:
             known = ", ".join([*AGGREGATIONS, *FRAME_RULES])
@@ -245,7 +253,8 @@ class Predictor:
         probabilities = faces.scores
         frames = [FrameScore(**{k: r[k] for k in ("crop_index", "frame_index", "timestamp",
                                                   "face_index", "x0", "y0", "x1", "y1")},
-                             probability=float(p))
+                             probability=float(p), landmarks=record_landmarks(r),
+                             score=r["score"] if np.isfinite(r["score"]) else None)
                   for r, p in zip(faces.records, probabilities, strict=True)]  # fmt: skip
         judgement = self.judge(str(path), [f.face_index for f in frames], probabilities,
                                [f.frame_index for f in frames])  # fmt: skip
@@ -386,7 +395,13 @@ def segments_table(predictions: Sequence[VideoPrediction]) -> pd.DataFrame:
 def frames_table(predictions: Sequence[VideoPrediction]) -> pd.DataFrame:
     """One row per scored face crop (the --per-frame CSV schema)."""
     columns = ["path", *FrameScore.__dataclass_fields__]
-    rows = [{"path": p.path} | asdict(f) for p in predictions for f in p.frames]
+    columns[columns.index("landmarks") : columns.index("landmarks") + 1] = LANDMARK_COLUMNS
+    rows = []
+    for prediction in predictions:
+        for frame in prediction.frames:
+            points = np.ravel(frame.landmarks) if frame.landmarks else [None] * 10
+            landmarks = dict(zip(LANDMARK_COLUMNS, points, strict=True))
+            rows.append({"path": prediction.path} | asdict(frame) | landmarks)
     return pd.DataFrame(rows, columns=columns)
 
 

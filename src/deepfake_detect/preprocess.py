@@ -33,7 +33,13 @@ from rich.progress import (
 from rich.table import Table
 
 from deepfake_detect import __version__
-from deepfake_detect.crops import STAGE1_SETTINGS, CropConfig, extract_faces
+from deepfake_detect.crops import (
+    LANDMARK_COLUMNS,
+    STAGE1_SETTINGS,
+    CropConfig,
+    check_detector,
+    extract_faces,
+)
 from deepfake_detect.dataset_layouts import VideoItem, assign_splits, discover
 from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.extras import require_extra
@@ -55,7 +61,7 @@ METADATA_COLUMNS = [
 ]  # fmt: skip
 CROP_COLUMNS = [
     "video_id", "crop_index", "frame_index", "timestamp", "face_index",
-    "x0", "y0", "x1", "y1", "score",
+    "x0", "y0", "x1", "y1", "score", *LANDMARK_COLUMNS,
 ]  # fmt: skip
 
 
@@ -343,6 +349,7 @@ class VideoDataProcessor:
     def run(self) -> pd.DataFrame:
         """Process every video not finished yet; write and return metadata.csv as a table."""
         items = self.discover()
+        check_detector(self.config)
         self._prepare_output_dir()
         journal = Journal(self.output_dir / JOURNAL)
         done = self._finished(journal, items)

@@ -32,7 +32,7 @@ from deepfake_detect.video import VideoError, is_video_file, read_frames, write_
 
 MIN_SIDE = 64
 # The cameraman in skimage's `camera` photo is in profile, which dlib's frontal detector
-# misses; this box was measured by eye (brow to chin, ear to nose tip).
+# misses (YuNet finds him); this box was measured by eye (brow to chin, ear to nose tip).
 KNOWN_FACE_BOXES = {"camera": Box(190, 122, 262, 196)}
 # Clips are framed on the face, as a talking-head video is: this many face sizes across.
 FRAME_FACES_ACROSS = 3.0
@@ -86,8 +86,9 @@ def packaged_faces() -> dict[str, np.ndarray]:
 
 
 def packaged_face_sources(detector: FaceDetector | None = None) -> list[FaceSource]:
-    """The packaged photos with their face boxes (detected, or measured where dlib fails)."""
-    detector = detector or create_detector("dlib")
+    """The packaged photos with their face boxes and landmarks (detected by YuNet unless
+    another detector is given; a box measured by eye where it finds none)."""
+    detector = detector or create_detector("yunet")
     sources = []
     for identity, image in packaged_faces().items():
         boxes = detect_faces(detector, image)
@@ -103,11 +104,12 @@ def load_face_source(path: Path) -> np.ndarray:
 
 
 def read_face_source(path: Path, detector: FaceDetector | None = None) -> FaceSource:
-    """A user's photo or video as a FaceSource: its largest face found by dlib.
+    """A user's photo or video as a FaceSource: its largest face found by YuNet (or the
+    detector given), with its landmarks.
 
     A video gives the first of a few evenly spaced frames in which a face is found.
     """
-    detector = detector or create_detector("dlib")
+    detector = detector or create_detector("yunet")
     for image in _candidate_images(path):
         if min(image.shape[:2]) < MIN_SIDE:
             height, width = image.shape[:2]
@@ -115,7 +117,7 @@ def read_face_source(path: Path, detector: FaceDetector | None = None) -> FaceSo
         boxes = detect_faces(detector, image)
         if boxes:
             return FaceSource(_identity_name(path), image, boxes[0])
-    raise SynthError(f"{path}: no face found by the dlib detector")
+    raise SynthError(f"{path}: no face found by the {detector.name} detector")
 
 
 def _candidate_images(path: Path) -> list[np.ndarray]:
@@ -156,7 +158,7 @@ def _framed_on_face(source: FaceSource) -> FaceSource:
     cx, cy = (source.box.x0 + source.box.x1) / 2, (source.box.y0 + source.box.y1) / 2
     x0 = int(np.clip(round(cx - side / 2), 0, width - side))
     y0 = int(np.clip(round(cy - side / 2), 0, height - side))
-    box = Box(source.box.x0 - x0, source.box.y0 - y0, source.box.x1 - x0, source.box.y1 - y0)
+    box = source.box.moved(1.0, -x0, -y0)
     return FaceSource(source.identity, source.image[y0 : y0 + side, x0 : x0 + side], box)
 
 
@@ -228,11 +230,16 @@ def write_camera_clip(
 
 
 def _box_through(box: Box, matrix: np.ndarray) -> Box:
-    """The box a face box becomes under a similarity transform (centre moved, size scaled)."""
+    """The box a face box becomes under a similarity transform (centre moved, size scaled),
+    its landmarks moved with it."""
     centre = matrix @ np.array([(box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2, 1.0])
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
     half_w, half_h = scale * (box.x1 - box.x0) / 2, scale * (box.y1 - box.y0) / 2
-    return Box(centre[0] - half_w, centre[1] - half_h, centre[0] + half_w, centre[1] + half_h)
+    points = None
+    if box.landmarks is not None:
+        points = tuple(map(tuple, cv2.transform(box.points[None], matrix)[0].tolist()))
+    return Box(centre[0] - half_w, centre[1] - half_h, centre[0] + half_w, centre[1] + half_h,
+               box.score, points)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -418,7 +425,7 @@ def generate_dataset(
         on_clip: called with each clip's path once it is written (for progress).
     """
     _check_request(output_dir, videos, size, fps, seconds, fake_fraction)
-    detector = create_detector("dlib")
+    detector = create_detector("yunet")
     sources = packaged_face_sources(detector) + [read_face_source(p, detector) for p in faces]
     framed = [_framed_on_face(s) for s in _unique_identities(sources)]
     (output_dir / "real").mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from deepfake_detect.blend import SelfBlendSource
+from deepfake_detect.crops import LANDMARK_COLUMNS, CropConfig, landmarks_in_crops
 from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.models import ModelConfig, to_model_input
 from deepfake_detect.status import Status
@@ -200,11 +201,37 @@ def _mapped_crops(path: Path) -> np.ndarray:
     return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
+@lru_cache(maxsize=8)
+def self_blend_guides(root: Path) -> tuple[float, dict[str, np.ndarray]]:
+    """What self-blends of a stage-1 folder's crops go by: the crops' margin, and each video's
+    crops' 5 landmarks in crop pixels (crop index x 5 x 2, NaN where none). Landmarks are
+    optional: a folder without them in crops.csv (older, or a detector that gives none)
+    gets ellipse masks."""
+    try:
+        config = CropConfig.read(root)
+        path = root / "crops.csv"
+        if not path.is_file() or not set(LANDMARK_COLUMNS) <= set(pd.read_csv(path, nrows=0)):
+            return config.margin, {}
+        columns = ["video_id", "crop_index", "x0", "y0", "x1", "y1", *LANDMARK_COLUMNS]
+        records = pd.read_csv(path, usecols=columns, dtype={"video_id": str})
+        points = landmarks_in_crops(records, config)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return CropConfig().margin, {}
+    crop_index = records.crop_index.to_numpy(np.int64)
+    landmarks = {}
+    for video_id, rows in records.groupby("video_id").indices.items():
+        per_crop = np.full((crop_index[rows].max() + 1, 5, 2), np.nan, np.float32)
+        per_crop[crop_index[rows]] = points[rows]
+        landmarks[str(video_id)] = per_crop
+    return config.margin, landmarks
+
+
 class CropDataset(Dataset):
     """Face crops read from memory-mapped npy files, turned into normalised CHW tensors.
 
     Items are SampleKeys; each returns (image, label, video index). A key with `blend` set
-    becomes a self-blended pseudo-fake of a real crop, labelled fake.
+    becomes a self-blended pseudo-fake of a real crop, labelled fake, its mask shaped by the
+    crop's landmarks when crops.csv has them.
     """
 
     def __init__(
@@ -223,11 +250,19 @@ class CropDataset(Dataset):
     def _crop(self, video: int, crop: int) -> np.ndarray:
         return np.asarray(_mapped_crops(self.table.npy_path(video))[crop])
 
+    def _self_blend(self, image: np.ndarray, key: SampleKey) -> np.ndarray:
+        margin, landmarks = self_blend_guides(self.table.root)
+        per_crop = landmarks.get(str(self.table.rows.video_id.iloc[key.video]))
+        points = None
+        if per_crop is not None and key.crop < len(per_crop):
+            points = None if np.isnan(per_crop[key.crop]).any() else per_crop[key.crop]
+        return SelfBlendSource(seed=key.seed, margin=margin)(image, points)
+
     def __getitem__(self, key: SampleKey) -> tuple[torch.Tensor, torch.Tensor, int]:
         image = self._crop(key.video, key.crop)
         label = int(self.table.labels[key.video])
         if key.blend:
-            image, label = SelfBlendSource(seed=key.seed)(image), 1
+            image, label = self._self_blend(image, key), 1
         if self.augmentation is not None:
             self.augmentation.set_random_seed(key.seed)
             image = self.augmentation(image=image)["image"]
