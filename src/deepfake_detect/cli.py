@@ -208,6 +208,10 @@ def synth(
     fps: Annotated[float, typer.Option(min=1.0)] = 25.0,
     seconds: Annotated[float, typer.Option(min=0.1)] = 2.0,
     fake_fraction: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
+    corpus: Annotated[
+        bool,
+        typer.Option(help="Film the shipped real people (10 GRID speakers, 2 portraits) too."),
+    ] = True,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Make a labelled synthetic dataset (self-blends and face swaps of real faces)."""
@@ -219,7 +223,7 @@ def synth(
         task = bar.add_task("synth clips", total=videos)
         manifest = generate_dataset(
             output_dir, videos, seed, faces or (), size, fps, seconds, fake_fraction,
-            on_clip=lambda _path: bar.advance(task),
+            on_clip=lambda _path: bar.advance(task), corpus=corpus,
         )  # fmt: skip
     fakes = int(manifest.label.sum())
     console.print(
