@@ -28,6 +28,7 @@ from sklearn.metrics import roc_curve
 from deepfake_detect.dataset_layouts import DatasetError, VideoItem, discover
 from deepfake_detect.inference import Predictor
 from deepfake_detect.metrics import METRIC_NAMES, binary_metrics, confusion
+from deepfake_detect.scoring import read_tracks
 from deepfake_detect.status import Status
 from deepfake_detect.training_data import DataError, npy_problem, read_metadata
 
@@ -171,12 +172,13 @@ def _score_raw(
 def _score_preprocessed(
     data: Path, predictor: Predictor, split: str | None, tracker: Tracker
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score each ok video's crops from its npy; persons as crops.csv's face_index says."""
+    """Score each ok video's crops from its npy under the predictor's rule; persons and frames
+    as crops.csv says."""
     table, root = read_metadata(data)
     table = _select_split(table, split, data)
     videos = table.reindex(columns=["video_id", "path", "label", "method", "split", "status",
                                     "error"], fill_value="")  # fmt: skip
-    faces = _face_indices(root / "crops.csv")
+    tracks = read_tracks(root / "crops.csv")
     videos = videos.assign(probability=math.nan, n_frames=0)
     frames = []
     for index, video in tracker(table.iterrows(), len(table)):
@@ -189,10 +191,8 @@ def _score_preprocessed(
             continue
         crops = np.load(path, mmap_mode="r", allow_pickle=False)
         probabilities = predictor.probabilities(predictor.score_crops(crops))
-        face = faces.get(video.video_id, ())
-        # crops.csv rows that do not match the npy cannot say who is who: one person then
-        face = face if len(face) == len(crops) else np.zeros(len(crops), int)
-        judgement = predictor.judge(video.video_id, face, probabilities)
+        face, frame = tracks.of(video.video_id, len(crops))
+        judgement = predictor.judge(video.video_id, face, probabilities, frame)
         videos.loc[index, ["status", "error", "n_frames"]] = [
             judgement.status, judgement.error, len(crops)
         ]  # fmt: skip
@@ -211,16 +211,6 @@ def _frames(video: pd.Series, probabilities: ArrayLike, face: ArrayLike = 0) -> 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     columns = ["video_id", "face", "label", "probability"]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
-
-
-def _face_indices(crops_csv: Path) -> dict[str, np.ndarray]:
-    """Each video's face index per crop, in crop order; empty without crops.csv."""
-    if not crops_csv.is_file():
-        return {}
-    crops = pd.read_csv(crops_csv, usecols=["video_id", "crop_index", "face_index"],
-                        dtype={"video_id": str})  # fmt: skip
-    crops = crops.sort_values(["video_id", "crop_index"])
-    return {video_id: group.face_index.to_numpy() for video_id, group in crops.groupby("video_id")}
 
 
 # --- metrics ---------------------------------------------------------------------------------

@@ -34,15 +34,11 @@ from deepfake_detect.backends import (
 )
 from deepfake_detect.crops import extract_faces
 from deepfake_detect.errors import DeepfakeDetectError
-from deepfake_detect.metrics import AGGREGATIONS, FRAME_RULES
 from deepfake_detect.models import to_model_input
+from deepfake_detect.scoring import PersonScore, known_rules, score_video
 from deepfake_detect.segments import Segment, describe, find_segments
 from deepfake_detect.status import Status
 from deepfake_detect.video import MAX_PIXELS, VideoError, is_video_file
-
-# A face track shorter than this share of the main person's is reported but not used for the
-# verdict: one-frame tracks are mostly false detections.
-MIN_TRACK_SHARE = 0.25
 
 
 class PredictError(DeepfakeDetectError, ValueError):
@@ -62,16 +58,6 @@ class FrameScore:
     y0: float
     x1: float
     y1: float
-
-
-@dataclass
-class PersonScore:
-    """One person (face track): the aggregated probability over its frames."""
-
-    face_index: int
-    probability: float
-    n_frames: int
-    counted: bool
 
 
 @dataclass
@@ -144,8 +130,9 @@ class Predictor:
         every: seconds between samples in a long video (more samples than `frames` give);
             None samples `frames` only.
         max_frames: with `every`, at most this many samples, spread over the whole video.
-        aggregation: how frame scores become a person's score (metrics.AGGREGATIONS), or a
-            rule over each frame's faces (metrics.FRAME_RULES); default the artifact's.
+        aggregation: the video rule (scoring.py): how frame scores become a person's score
+            (metrics.AGGREGATIONS), or a rule over each frame's faces (metrics.FRAME_RULES);
+            default the artifact's, the rule its threshold and temperature were fitted under.
         threshold: decision threshold on the calibrated probability; default the artifact's.
         batch_size: crops per forward pass.
         min_frames: a video whose main person is seen in fewer frames is too_few_frames.
@@ -187,8 +174,8 @@ class Predictor:
             every_seconds=every,
         )
         self.aggregation = aggregation or self.artifact.aggregation
-        if self.aggregation not in AGGREGATIONS | FRAME_RULES:
-            known = ", ".join([*AGGREGATIONS, *FRAME_RULES])
+        if self.aggregation not in known_rules():
+            known = ", ".join(known_rules())
             raise PredictError(f"unknown aggregation {self.aggregation!r}; known: {known}")
         self.threshold = self.artifact.threshold if threshold is None else threshold
         self.batch_size, self.min_frames, self.max_pixels = batch_size, min_frames, max_pixels
@@ -280,39 +267,22 @@ class Predictor:
         probabilities: Sequence[float],
         frame_indices: Sequence[int] | None = None,
     ) -> Judgement:
-        """Aggregate each person's (face track's) frame probabilities with the rule; the video
-        takes the highest of the tracks that count, and needs `min_frames` of its main person.
-
-        A frame rule instead scores the video from the crops of the tracks that count, frame
-        by frame (without `frame_indices` each crop is its own frame); persons get the mean.
-        A score that is not finite makes the video a model_error: no probability, no verdict.
+        """Score the video with the one rule (scoring.score_video: per person, then the
+        highest of the tracks that count, or a frame rule); it needs `min_frames` of its main
+        person. A score that is not finite makes the video a model_error: no probability, no
+        verdict.
         """
         if not np.isfinite(probabilities).all():
             bad = int(np.count_nonzero(~np.isfinite(probabilities)))
             message = (f"{name}: the model gave {bad} of {len(probabilities)} scores that are "
                        "not a number (NaN or inf); its weights or input are broken")  # fmt: skip
             return Judgement([], None, None, Status.MODEL_ERROR, message)
-        rule = AGGREGATIONS.get(self.aggregation, AGGREGATIONS["mean"])
-        tracks: dict[int, list[float]] = {}
-        for face, probability in zip(face_indices, probabilities, strict=True):
-            tracks.setdefault(int(face), []).append(float(probability))
-        longest = max(len(scores) for scores in tracks.values())
-        persons = [
-            PersonScore(face, float(rule(np.array(scores))), len(scores),
-                        len(scores) >= MIN_TRACK_SHARE * longest)
-            for face, scores in sorted(tracks.items())
-        ]  # fmt: skip
-        if longest < self.min_frames:
-            message = f"{name}: a face in only {longest} frames (at least {self.min_frames} needed)"
+        score = score_video(probabilities, face_indices, frame_indices, self.aggregation)
+        persons, probability = score.persons, score.probability
+        if score.longest < self.min_frames:
+            message = (f"{name}: a face in only {score.longest} frames (at least "
+                       f"{self.min_frames} needed)")  # fmt: skip
             return Judgement(persons, None, None, "too_few_frames", message)
-        if self.aggregation in FRAME_RULES:
-            counted = {p.face_index for p in persons if p.counted}
-            kept = [i for i, face in enumerate(face_indices) if int(face) in counted]
-            frames = kept if frame_indices is None else [frame_indices[i] for i in kept]
-            kept_probabilities = [probabilities[i] for i in kept]
-            probability = FRAME_RULES[self.aggregation](frames, kept_probabilities)
-        else:
-            probability = max(p.probability for p in persons if p.counted)
         verdict = "FAKE" if probability >= self.threshold else "REAL"
         return Judgement(persons, probability, verdict, Status.OK, "")
 

@@ -203,8 +203,8 @@ def _mapped_crops(path: Path) -> np.ndarray:
 class CropDataset(Dataset):
     """Face crops read from memory-mapped npy files, turned into normalised CHW tensors.
 
-    Items are SampleKeys; each returns (image, label, video index). A key with `blend` set
-    becomes a self-blended pseudo-fake of a real crop, labelled fake.
+    Items are SampleKeys; each returns (image, label, video index, crop index). A key with
+    `blend` set becomes a self-blended pseudo-fake of a real crop, labelled fake.
     """
 
     def __init__(
@@ -223,7 +223,7 @@ class CropDataset(Dataset):
     def _crop(self, video: int, crop: int) -> np.ndarray:
         return np.asarray(_mapped_crops(self.table.npy_path(video))[crop])
 
-    def __getitem__(self, key: SampleKey) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, key: SampleKey) -> tuple[torch.Tensor, torch.Tensor, int, int]:
         image = self._crop(key.video, key.crop)
         label = int(self.table.labels[key.video])
         if key.blend:
@@ -232,7 +232,7 @@ class CropDataset(Dataset):
             self.augmentation.set_random_seed(key.seed)
             image = self.augmentation(image=image)["image"]
         tensor = torch.from_numpy(to_model_input(image[None], self.model_config)[0])
-        return tensor, torch.tensor(label, dtype=torch.float32), key.video
+        return tensor, torch.tensor(label, dtype=torch.float32), key.video, key.crop
 
 
 class EpochSampler(Sampler[SampleKey]):
