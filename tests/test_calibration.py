@@ -21,7 +21,7 @@ def test_video_crops_score_each_video_with_the_one_rule():
 
 def test_an_overconfident_model_is_cooled_at_video_level():
     rng = np.random.default_rng(0)
-    videos, labels = videos_of([0, 1] * 20)
+    videos, _ = videos_of([0, 1] * 20)
     # each video's crops share a logit that is right on average but far too large, with
     # errors: a video's mean probability is then far too sure
     per_video = 8 * (np.array([0, 1] * 20) - 0.5) + rng.normal(0, 6, 40)
