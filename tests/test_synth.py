@@ -362,3 +362,18 @@ def test_identity_splits_go_to_the_manifest_and_swaps_stay_inside_a_split(tmp_pa
     assert {item.split for item in items} == {"train", "val", "test"}
     with pytest.raises(SynthError, match="lacks a split"):
         generate_dataset(tmp_path / "other", videos=2, identity_splits={"obama": "train"})
+
+
+def test_identity_splits_never_share_a_person_and_the_seed_decides() -> None:
+    from deepfake_detect.synth import split_identities
+
+    names = [f"person{i}" for i in range(15)]
+    drawn = {seed: split_identities(names, n_val=2, n_test=3, seed=seed) for seed in range(6)}
+    for splits in drawn.values():
+        assert set(splits) == set(names)  # each person in exactly one split
+        counts = {split: list(splits.values()).count(split) for split in ("train", "val", "test")}
+        assert counts == {"train": 10, "val": 2, "test": 3}
+    assert len({tuple(sorted(s.items())) for s in drawn.values()}) > 1
+    assert split_identities(names, 2, 3, seed=4) == drawn[4]
+    with pytest.raises(SynthError, match="at least one must be left"):
+        split_identities(names[:5], 2, 3)

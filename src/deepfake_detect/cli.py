@@ -355,6 +355,13 @@ def predict(
     threshold: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Override the artifact's threshold.")
     ] = None,
+    uncertain: Annotated[
+        bool,
+        typer.Option(
+            help="Call UNCERTAIN the videos in the model's uncertain band; "
+            "--no-uncertain forces REAL or FAKE."
+        ),
+    ] = True,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     backend: Annotated[str, typer.Option(help="torch, or onnx (after `export --onnx`).")] = "torch",
     batch_size: Annotated[int, typer.Option(min=1, help="Crops per forward pass.")] = 64,
@@ -393,7 +400,8 @@ def predict(
     predictor = Predictor(
         model, device=device, backend=backend, frames=frames, every=every or None,
         max_frames=max_frames, aggregation=aggregation, threshold=threshold,
-        batch_size=batch_size, min_frames=min_frames, max_pixels=max_pixels,
+        uncertain=uncertain, batch_size=batch_size, min_frames=min_frames,
+        max_pixels=max_pixels,
     )  # fmt: skip
     predictions = _judge_all(predictor, videos, keep_crops=report is not None)
     console.print(verdict_table(predictions))
@@ -463,6 +471,9 @@ def evaluate(
     threshold: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Override the artifact's threshold.")
     ] = None,
+    uncertain: Annotated[
+        bool, typer.Option(help="As for predict: --no-uncertain calls every video.")
+    ] = True,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     backend: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
@@ -479,8 +490,8 @@ def evaluate(
     output_dir.mkdir(parents=True, exist_ok=True)
     predictor = Predictor(  # exactly --frames per raw video, as stage 1 samples them
         model, device=device, backend=backend, frames=frames, every=None,
-        aggregation=aggregation, threshold=threshold, batch_size=batch_size,
-        min_frames=min_frames,
+        aggregation=aggregation, threshold=threshold, uncertain=uncertain,
+        batch_size=batch_size, min_frames=min_frames,
     )  # fmt: skip
     result = run_evaluation(
         data, predictor, output_dir, dataset_format=dataset_format.value, split=split,

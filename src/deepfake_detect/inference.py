@@ -37,7 +37,7 @@ from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.models import to_model_input
 from deepfake_detect.scoring import PersonScore, known_rules, score_video
 from deepfake_detect.segments import Segment, describe, find_segments
-from deepfake_detect.status import Status
+from deepfake_detect.status import Status, Verdict
 from deepfake_detect.video import MAX_PIXELS, VideoError, is_video_file
 
 
@@ -82,6 +82,7 @@ class VideoPrediction:
     verdict: str | None = None
     threshold: float = 0.5
     aggregation: str = "mean"
+    uncertain_band: tuple[float, float] | None = None
     persons: list[PersonScore] = field(default_factory=list)
     segments: list[Segment] = field(default_factory=list)
     frames: list[FrameScore] = field(default_factory=list)
@@ -101,11 +102,23 @@ class VideoPrediction:
         stays under the threshold although a part of it does not."""
         if not self.scored or not self.verdict:
             return f"could not score ({self.status})"
+        if self.verdict == Verdict.UNCERTAIN:
+            return f"UNCERTAIN: {self.uncertain_reason}"
         if not self.segments:
             return self.verdict
-        if self.verdict == "FAKE":
+        if self.verdict == Verdict.FAKE:
             return f"FAKE: {describe(self.segments)}"
         return f"{self.verdict} (fake-looking: {describe(self.segments)})"
+
+    @property
+    def uncertain_reason(self) -> str:
+        """Why an UNCERTAIN video is not called, in one sentence ("" otherwise)."""
+        if self.verdict != Verdict.UNCERTAIN or self.uncertain_band is None:
+            return ""
+        low, high = self.uncertain_band
+        seen = f"; fake-looking: {describe(self.segments)}" if self.segments else ""
+        return (f"P(fake) {self.probability:.3f} is inside {low:.3f}-{high:.3f}, where the "
+                f"model could not call validation videos reliably{seen}")  # fmt: skip
 
     def to_dict(self, per_frame: bool = False) -> dict[str, Any]:
         """JSON-ready summary (per-frame scores and sample times only when asked: they can be
@@ -134,6 +147,8 @@ class Predictor:
             (metrics.AGGREGATIONS), or a rule over each frame's faces (metrics.FRAME_RULES);
             default the artifact's, the rule its threshold and temperature were fitted under.
         threshold: decision threshold on the calibrated probability; default the artifact's.
+        uncertain: call UNCERTAIN the videos inside the artifact's uncertain band (when it
+            holds the threshold in use); False forces REAL or FAKE.
         batch_size: crops per forward pass.
         min_frames: a video whose main person is seen in fewer frames is too_few_frames.
         max_pixels: videos with larger frames are refused (decode_error).
@@ -150,6 +165,7 @@ class Predictor:
         max_frames: int = 600,
         aggregation: str | None = None,
         threshold: float | None = None,
+        uncertain: bool = True,
         batch_size: int = 64,
         min_frames: int = 1,
         max_pixels: int = MAX_PIXELS,
@@ -178,6 +194,9 @@ class Predictor:
             known = ", ".join(known_rules())
             raise PredictError(f"unknown aggregation {self.aggregation!r}; known: {known}")
         self.threshold = self.artifact.threshold if threshold is None else threshold
+        band = self.artifact.uncertain_band if uncertain else None
+        holds = band is not None and band[0] <= self.threshold <= band[1]
+        self.uncertain_band: tuple[float, float] | None = band if holds else None
         self.batch_size, self.min_frames, self.max_pixels = batch_size, min_frames, max_pixels
 
     def _load(self, backend: str) -> tuple[ModelArtifact, Runner, str]:
@@ -201,9 +220,10 @@ class Predictor:
         return np.concatenate(logits) if logits else np.zeros(0, np.float32)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """Calibrated fake probabilities (the artifact's temperature); NaN where the model's
-        logit is not finite (NaN or inf), which `judge` turns into a model_error."""
-        return np.where(np.isfinite(logits), expit(logits / self.artifact.temperature), np.nan)
+        """Calibrated fake probabilities (the artifact's temperature and shift); NaN where the
+        model's logit is not finite (NaN or inf), which `judge` turns into a model_error."""
+        calibrated = logits / self.artifact.temperature + self.artifact.logit_shift
+        return np.where(np.isfinite(logits), expit(calibrated), np.nan)
 
     def predict(
         self,
@@ -217,7 +237,8 @@ class Predictor:
         `keep_crops` (a report shows some); `on_progress` gets each sampled frame's time and
         the video's duration.
         """
-        base = {"path": str(path), "threshold": self.threshold, "aggregation": self.aggregation}
+        base = {"path": str(path), "threshold": self.threshold, "aggregation": self.aggregation,
+                "uncertain_band": self.uncertain_band}  # fmt: skip
         try:
             faces = extract_faces(
                 Path(path), self.crop_config, max_pixels=self.max_pixels,
@@ -283,8 +304,14 @@ class Predictor:
             message = (f"{name}: a face in only {score.longest} frames (at least "
                        f"{self.min_frames} needed)")  # fmt: skip
             return Judgement(persons, None, None, "too_few_frames", message)
-        verdict = "FAKE" if probability >= self.threshold else "REAL"
-        return Judgement(persons, probability, verdict, Status.OK, "")
+        return Judgement(persons, probability, self.verdict(probability), Status.OK, "")
+
+    def verdict(self, probability: float) -> Verdict:
+        """FAKE at or above the threshold, else REAL; UNCERTAIN strictly inside the band."""
+        band = self.uncertain_band
+        if band is not None and band[0] < probability < band[1]:
+            return Verdict.UNCERTAIN
+        return Verdict.FAKE if probability >= self.threshold else Verdict.REAL
 
 
 def predict_video(path: Path | str, model: Path | str, **options: Any) -> VideoPrediction:
@@ -317,7 +344,8 @@ def collect_videos(inputs: Sequence[str]) -> list[Path]:
 
 
 VIDEO_COLUMNS = ["path", "status", "verdict", "probability", "threshold", "n_persons",
-                 "n_frames_scored", "aggregation", "segments", "error"]  # fmt: skip
+                 "n_frames_scored", "aggregation", "segments", "error",
+                 "uncertain_band"]  # fmt: skip
 SEGMENT_COLUMNS = ["path", *Segment.__dataclass_fields__]
 
 
@@ -327,8 +355,13 @@ def videos_table(predictions: Sequence[VideoPrediction]) -> pd.DataFrame:
              "probability": p.probability, "threshold": p.threshold,
              "n_persons": len(p.persons), "n_frames_scored": len(p.frames),
              "aggregation": p.aggregation, "segments": describe(p.segments, len(p.segments)),
-             "error": p.error} for p in predictions]  # fmt: skip
+             "error": p.error, "uncertain_band": _band_text(p.uncertain_band)}
+            for p in predictions]  # fmt: skip
     return pd.DataFrame(rows, columns=VIDEO_COLUMNS)
+
+
+def _band_text(band: tuple[float, float] | None) -> str:
+    return "" if band is None else f"{band[0]:.4f}-{band[1]:.4f}"
 
 
 def segments_table(predictions: Sequence[VideoPrediction]) -> pd.DataFrame:
@@ -365,7 +398,8 @@ def verdict_table(predictions: Sequence[VideoPrediction]) -> Table:
     table = Table(title="verdicts")
     for column in ("video", "verdict", "P(fake)", "persons", "frames", "status"):
         table.add_column(column, justify="left" if column in {"video", "status"} else "right")
-    styles = {"FAKE": "bold red", "REAL": "bold green"}
+    # UNCERTAIN in a neutral colour: neither verdict's, nor could-not-score's yellow
+    styles = {Verdict.FAKE: "bold red", Verdict.REAL: "bold green", Verdict.UNCERTAIN: "bold blue"}
     for p in predictions:
         verdict = p.summary if p.scored else "could not score"
         table.add_row(

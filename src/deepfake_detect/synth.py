@@ -415,9 +415,11 @@ def _plan(
 ) -> list[ClipPlan]:
     """Which clips to make: identities cycled within each label so every one has reals and fakes.
 
-    Fakes alternate self-blend and face swap, two of each identity in turn, so even a small
-    dataset has both methods; a swap pastes a randomly chosen other identity (of the same
-    split when `splits` maps identities to splits, so no face crosses a split).
+    Fakes cycle through the identities too, one each in turn, alternating self-blend and face
+    swap (and each identity's method from one round to the next), so even a small dataset
+    has both methods and every identity both labels; a swap pastes a randomly chosen other
+    identity (of the same split when `splits` maps identities to splits, so no face crosses a
+    split).
     """
     rng = np.random.default_rng(seed)
     clip_seeds = rng.integers(0, 2**31 - 1, size=videos)
@@ -430,8 +432,8 @@ def _plan(
             plans.append(ClipPlan(index, target, int(clip_seeds[index])))
             n_real += 1
             continue
-        target = sources[(n_fake // 2) % len(sources)]
-        method = (SELF_BLEND, FACE_SWAP)[n_fake % 2]
+        target = sources[n_fake % len(sources)]
+        method = (SELF_BLEND, FACE_SWAP)[(n_fake + n_fake // len(sources)) % 2]
         source = None
         if method == FACE_SWAP:
             others = [s for s in sources if s.identity != target.identity]
@@ -497,6 +499,24 @@ def _unique_identities(sources: list[FaceSource]) -> list[FaceSource]:
             source = source.renamed(f"{source.identity}_{seen[source.identity]}")
         unique.append(source)
     return unique
+
+
+def split_identities(
+    identities: Sequence[str], n_val: int, n_test: int, seed: int = 0
+) -> dict[str, str]:
+    """Each identity to train, val or test: `n_val` and `n_test` of them drawn by the seed,
+    the rest train; no person is in two splits."""
+    names = sorted(set(identities))
+    if n_val < 0 or n_test < 0 or n_val + n_test >= len(names):
+        raise SynthError(
+            f"cannot hold out {n_val} val and {n_test} test identities of {len(names)}: "
+            "at least one must be left to train on"
+        )
+    order = np.random.default_rng([seed, 3]).permutation(len(names))
+    splits = dict.fromkeys(names, "train")
+    for rank, index in enumerate(order[: n_val + n_test]):
+        splits[names[index]] = "val" if rank < n_val else "test"
+    return splits
 
 
 def _check_request(
