@@ -44,7 +44,7 @@ class DemoSize:
 
 # 15 identities: 8 clips each (4 real; 2 self-blends, 2 swaps) in the full demo, 2 in the quick
 FULL = DemoSize(videos=120, clip_size=192, fps=15, seconds=2.0, frames_per_video=16,
-                crop_size=128, max_epochs=20, max_minutes=2.5, patience=5)  # fmt: skip
+                crop_size=128, max_epochs=20, max_minutes=3.0, patience=6)  # fmt: skip
 QUICK = DemoSize(videos=30, clip_size=128, fps=10, seconds=1.0, frames_per_video=4,
                  crop_size=64, max_epochs=2, max_minutes=0.5, patience=2)  # fmt: skip
 VAL_IDENTITIES, TEST_IDENTITIES = 2, 3

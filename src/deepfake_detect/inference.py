@@ -154,6 +154,9 @@ class Predictor:
         max_pixels: videos with larger frames are refused (decode_error).
     """
 
+    # no band unless the artifact has one (set per instance in __init__)
+    uncertain_band: tuple[float, float] | None = None
+
     def __init__(
         self,
         model: Path,
@@ -196,7 +199,7 @@ class Predictor:
         self.threshold = self.artifact.threshold if threshold is None else threshold
         band = self.artifact.uncertain_band if uncertain else None
         holds = band is not None and band[0] <= self.threshold <= band[1]
-        self.uncertain_band: tuple[float, float] | None = band if holds else None
+        self.uncertain_band = band if holds else None
         self.batch_size, self.min_frames, self.max_pixels = batch_size, min_frames, max_pixels
 
     def _load(self, backend: str) -> tuple[ModelArtifact, Runner, str]:
