@@ -111,8 +111,7 @@ class Provenance:
 class ModelArtifact:
     """What the JSON file of an artifact holds (`provenance` only for imported models).
 
-    A crop's calibrated probability is sigmoid(logit / temperature + logit_shift).
-    `aggregation` is the video rule (scoring.py) that `threshold`, the calibration and
+    `aggregation` is the video rule (scoring.py) that `threshold`, `temperature` and
     `uncertain_band` were fitted under; `uncertain_band` (low, high): a video whose probability
     lies strictly between gets the verdict UNCERTAIN (absent in older files: no band).
     `warnings` says what went wrong in fitting them (a temperature at its bound).
@@ -125,7 +124,6 @@ class ModelArtifact:
     preprocessing: CropConfig = field(default_factory=CropConfig)
     threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
     temperature: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
-    logit_shift: Annotated[float, Field(allow_inf_nan=False)] = 0.0
     aggregation: Annotated[str, AfterValidator(_known_aggregation)] = "mean"
     uncertain_band: Annotated[
         tuple[Probability, Probability] | None, AfterValidator(_ordered_band)

@@ -223,10 +223,9 @@ class Predictor:
         return np.concatenate(logits) if logits else np.zeros(0, np.float32)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """Calibrated fake probabilities (the artifact's temperature and shift); NaN where the
-        model's logit is not finite (NaN or inf), which `judge` turns into a model_error."""
-        calibrated = logits / self.artifact.temperature + self.artifact.logit_shift
-        return np.where(np.isfinite(logits), expit(calibrated), np.nan)
+        """Calibrated fake probabilities (the artifact's temperature); NaN where the model's
+        logit is not finite (NaN or inf), which `judge` turns into a model_error."""
+        return np.where(np.isfinite(logits), expit(logits / self.artifact.temperature), np.nan)
 
     def predict(
         self,

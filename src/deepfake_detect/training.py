@@ -542,9 +542,7 @@ def write_model_artifact(
     threshold = fitted.threshold
     video_labels, video_probabilities = video_crops.labels, fitted.video_probabilities
     metrics = {
-        "frame": binary_metrics(
-            labels, expit(logits / fitted.temperature + fitted.shift), threshold
-        ),
+        "frame": binary_metrics(labels, expit(logits / fitted.temperature), threshold),
         "video": binary_metrics(video_labels, video_probabilities, threshold) | {
             "ece": expected_calibration_error(video_labels, video_probabilities),
             "brier": brier_score(video_labels, video_probabilities),
@@ -555,8 +553,7 @@ def write_model_artifact(
     }  # fmt: skip
     artifact = ModelArtifact(
         model=model_config, preprocessing=crop_config, threshold=threshold,
-        temperature=fitted.temperature, logit_shift=fitted.shift,
-        aggregation=config.aggregation,
+        temperature=fitted.temperature, aggregation=config.aggregation,
         uncertain_band=fitted.uncertain_band, warnings=fitted.warnings, metrics={"val": metrics},
         training={k: v for k, v in yaml.safe_load(config.to_yaml()).items() if k != "progress"},
         versions=library_versions(),
