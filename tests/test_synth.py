@@ -377,3 +377,17 @@ def test_identity_splits_never_share_a_person_and_the_seed_decides() -> None:
     assert split_identities(names, 2, 3, seed=4) == drawn[4]
     with pytest.raises(SynthError, match="at least one must be left"):
         split_identities(names[:5], 2, 3)
+
+
+@pytest.mark.parametrize("n_people", [3, 4, 15])
+def test_every_identity_gets_both_methods_in_two_rounds(n_people: int) -> None:
+    from deepfake_detect.faces import Box
+    from deepfake_detect.synth import FaceSource, _plan
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    people = [FaceSource(f"p{i}", image, Box(0, 0, 8, 8)) for i in range(n_people)]
+    plans = _plan(people, videos=4 * n_people, seed=0, fake_fraction=0.5)
+    fakes = [plan for plan in plans if plan.method]
+    for person in people:
+        methods = {plan.method for plan in fakes if plan.target.identity == person.identity}
+        assert methods == {"self_blend", "face_swap"}, person.identity

@@ -267,6 +267,10 @@ def train(
         float,
         typer.Option(min=0.0, max=0.95, help="Share of pseudo-fakes self-blended from reals."),
     ] = 0.0,
+    real_only: Annotated[
+        bool,
+        typer.Option(help="Train on the real videos only; --self-blend makes the fakes."),
+    ] = False,
     balance: Annotated[bool, typer.Option(help="Balance classes by resampling videos.")] = True,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     crops_per_video: Annotated[

@@ -432,8 +432,9 @@ def _plan(
             plans.append(ClipPlan(index, target, int(clip_seeds[index])))
             n_real += 1
             continue
-        target = sources[n_fake % len(sources)]
-        method = (SELF_BLEND, FACE_SWAP)[(n_fake + n_fake // len(sources)) % 2]
+        turn, rounds = n_fake % len(sources), n_fake // len(sources)
+        target = sources[turn]
+        method = (SELF_BLEND, FACE_SWAP)[(turn + rounds) % 2]
         source = None
         if method == FACE_SWAP:
             others = [s for s in sources if s.identity != target.identity]

@@ -81,6 +81,7 @@ class TrainConfig:
     drop_rate: float = 0.5
     augment: str = "light"
     self_blend: float = 0.0
+    real_only: bool = False
     balance: bool = True
     batch_size: int = 32
     crops_per_video: int = 8
@@ -115,6 +116,10 @@ class TrainConfig:
             (self.max_epochs >= 1, "max_epochs must be at least 1"),
             (self.max_minutes is None or self.max_minutes > 0, "max_minutes must be positive"),
             (0 <= self.self_blend < 1, "self_blend must be in [0, 1)"),
+            (
+                not self.real_only or self.self_blend > 0,
+                "real_only needs self_blend > 0: the self-blends are its only fakes",
+            ),
             (self.lr > 0, "lr must be positive"),
             (self.monitor in MONITORS, f"monitor must be one of {', '.join(MONITORS)}"),
             (
@@ -360,21 +365,21 @@ class CropDataModule(L.LightningDataModule):
 
 
 def load_tables(config: TrainConfig) -> tuple[VideoTable, VideoTable, Path]:
-    """Train and val tables: two folders, or one folder and its split column."""
+    """Train and val tables: two folders, or one folder and its split column. With
+    `real_only`, training keeps its real videos only (Self-Blended Images: the self-blends
+    are the fakes, so the model cannot learn the people or the fakes' other traits)."""
     train_table, train_root = read_metadata(config.train)
     same = config.val is None or config.val.resolve() == config.train.resolve()
     if same:
-        return (
-            select_split(train_table, train_root, "train"),
-            select_split(train_table, train_root, "val"),
-            train_root,
-        )
-    val_table, val_root = read_metadata(config.val)
-    return (
-        select_split(train_table, train_root, None),
-        select_split(val_table, val_root, None),
-        train_root,
-    )
+        train = select_split(train_table, train_root, "train")
+        val = select_split(train_table, train_root, "val")
+    else:
+        val_table, val_root = read_metadata(config.val)
+        train = select_split(train_table, train_root, None)
+        val = select_split(val_table, val_root, None)
+    if config.real_only:
+        train = VideoTable(train.rows[train.rows.label == 0].reset_index(drop=True), train.root)
+    return train, val, train_root
 
 
 def _checkpoint_path(config: TrainConfig) -> Path | None:
