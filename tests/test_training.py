@@ -281,3 +281,14 @@ def test_validation_scores_a_video_as_predict_does(tmp_path, rule):
     assert len(validation) == 8
     for row in validation.itertuples():
         assert by_video[row.video_id] == pytest.approx(row.probability, abs=1e-5)
+
+
+def test_real_only_trains_on_the_real_videos_with_self_blends_as_fakes(dataset, tmp_path):
+    from deepfake_detect.training import load_tables
+
+    with pytest.raises(TrainError, match="real_only needs self_blend"):
+        TrainConfig(train=dataset, output_dir=tmp_path, real_only=True)
+    config = TrainConfig(train=dataset, output_dir=tmp_path, real_only=True, self_blend=0.5)
+    train, val, _ = load_tables(config)
+    assert set(train.rows.label) == {0} and len(train.rows) == 8
+    assert set(val.rows.label) == {0, 1}  # validation keeps its real fakes
