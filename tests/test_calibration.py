@@ -67,3 +67,11 @@ def test_calibrate_fits_threshold_and_band_on_calibrated_video_scores():
     if fitted.uncertain_band is not None:
         low, high = fitted.uncertain_band
         assert low <= fitted.threshold <= high
+
+
+def test_calibration_never_sharpens_a_well_separated_validation_set():
+    videos, labels = videos_of([0, 1] * 8)
+    logits = 2.0 * (np.array(labels) - 0.5)  # every video right, each crop mildly sure
+    fit = fit_video_temperature(videos, logits)
+    assert fit.temperature == 1.0  # the fit would sharpen towards certainty: held at 1
+    assert fit.warnings and "held at its bound 1" in fit.warnings[0]
