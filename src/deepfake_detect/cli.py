@@ -285,12 +285,15 @@ def train(
         float | None, typer.Option(min=0.01, help="Stop training after this much time.")
     ] = None,
     patience: Annotated[
-        int, typer.Option(min=1, help="Epochs without a better val video AUC before stopping.")
+        int, typer.Option(min=1, help="Epochs without a better --monitor before stopping.")
     ] = 5,
     monitor: Annotated[
         str,
-        typer.Option(help="Chooses the best epoch and stops early: val_video_auc, val_loss, ..."),
-    ] = "val_video_auc",
+        typer.Option(
+            help="Chooses the best epoch and stops early: val_selection (video AUC, "
+            "calibrated loss tie-break), val_video_auc, val_loss, ..."
+        ),
+    ] = "val_selection",
     target_auc: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Stop once val video AUC reaches it.")
     ] = None,
