@@ -10,9 +10,13 @@ Protocol:
           project's own SelfBlendSource: model selection, threshold and calibration never see
           a real deepfake.
   test    held-out reals (GRID speakers and one FF++ original) against every FF++ and DFDC
-          fake: the AUC printed is as measured, however low.
+          fake: the AUC printed is as measured, however low, with its bootstrap 95% interval.
+  corpus  with --corpus-clips N, N more real training clips that `synth` films of the shipped
+          corpus and packaged photos (synth.py: 15 people; the held-out GRID speakers' clips
+          are dropped), so training sees 5 more people and moving-camera takes of the rest.
 
     .venv/bin/python bench/self_blend_real.py                    # about 3-4 min on 2 cores
+    .venv/bin/python bench/self_blend_real.py --corpus-clips 60  # + the shipped corpus, filmed
     .venv/bin/python bench/self_blend_real.py --max-epochs 30 --workdir /tmp/sbr --keep
 
 Everything is printed to stdout; work goes to a temporary folder unless `--workdir` is given
@@ -117,6 +121,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="self-blend under an ellipse in the box, not the landmarks' face region",
     )
+    parser.add_argument(
+        "--corpus-clips",
+        type=int,
+        default=0,
+        help="real training clips filmed by synth from the shipped corpus (0: none)",
+    )
     return parser.parse_args(argv)
 
 
@@ -169,6 +179,23 @@ def dfdc_clips(samples: Path) -> list[Clip]:
 
 def build_clips(samples: Path, test_original: str, seed: int) -> list[Clip]:
     return [*grid_clips(samples, seed), *ffpp_clips(samples, test_original), *dfdc_clips(samples)]
+
+
+def corpus_clips(clips: list[Clip], count: int, folder: Path, seed: int) -> list[Clip]:
+    """`count` real clips of the shipped corpus and packaged photos, filmed by synth; those of
+    GRID speakers held out for val or test are dropped, the rest train."""
+    from deepfake_detect.synth import default_face_sources, generate_dataset
+
+    held_out = {c.group: c.split for c in clips if c.source == "grid" and c.split != "train"}
+    people = [source.identity for source in default_face_sources()]
+    splits = {person: held_out.get(person, "train") for person in people}
+    manifest = generate_dataset(folder, videos=count, seed=seed, size=256, fps=25, seconds=2.0,
+                                fake_fraction=0.0, identity_splits=splits)  # fmt: skip
+    return [
+        Clip(folder / row.path, 0, "train", row.group, source="corpus")
+        for row in manifest.itertuples(index=False)
+        if row.split == "train"
+    ]
 
 
 def write_csv(clips: list[Clip], path: Path) -> Path:
@@ -326,7 +353,10 @@ def print_evaluation(summary: dict[str, Any], videos: pd.DataFrame, seconds: flo
     counts, video, frame = summary["counts"], summary["video"], summary["frame"]
     print(f"test ({counts['real']} real, {counts['fake']} fake videos scored of "
           f"{counts['videos']}; {counts['frames']} frames; {seconds:.1f} s)")  # fmt: skip
-    print(f"  video AUC {fmt(video['auc'])}   frame AUC {fmt(frame['auc'])}")
+    low, high = video["auc_interval"]
+    print(f"  video AUC {fmt(video['auc'])} (bootstrap 95% interval {fmt(low)}-{fmt(high)})   "
+          f"frame AUC {fmt(frame['auc'])}")  # fmt: skip
+    print(f"  video ECE {fmt(video['ece'])}   Brier {fmt(video['brier'])}")
     print(f"  video AP  {fmt(video['ap'])}   frame AP  {fmt(frame['ap'])}")
     print(f"  video EER {fmt(video['eer'])}   frame EER {fmt(frame['eer'])}")
     print(f"  threshold {summary['threshold']:.3f} (chosen on val): accuracy "
@@ -381,6 +411,8 @@ def quiet_libraries() -> None:
 
 def run(args: argparse.Namespace, work: Path) -> None:
     clips = build_clips(args.samples, args.test_original, args.seed)
+    if args.corpus_clips:
+        clips += corpus_clips(clips, args.corpus_clips, work / "corpus", args.seed)
     print_protocol(clips, args)
     crops_dir = work / "crops"
     start = time.monotonic()

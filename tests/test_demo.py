@@ -3,6 +3,10 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
+
+SPLITS = ("train", "val", "test")
+
 
 def demo(*args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "deepfake_detect", "demo", "--quick", *args]
@@ -18,6 +22,22 @@ def test_quick_demo_runs_end_to_end_and_reuses_finished_steps(tmp_path):
         assert f"{step}/6" in first.stderr
     summary = json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())
     assert summary["split"] == "test" and summary["counts"]["videos"] >= 2
+    # the shipped corpus and the packaged photos, split by person: 10 train, 2 val, 3 test
+    metadata = pd.read_csv(tmp_path / "crops" / "metadata.csv")
+    people = {split: set(metadata.group[metadata.split == split]) for split in SPLITS}
+    assert [len(people[split]) for split in SPLITS] == [10, 2, 3]
+    assert not (people["train"] & people["val"] or people["train"] & people["test"]
+                or people["val"] & people["test"])  # fmt: skip
+    assert any(name.startswith("grid_") for name in people["train"])
+    manifest = pd.read_csv(tmp_path / "clips" / "manifest.csv", keep_default_na=False)
+    swaps = manifest[manifest.method == "face_swap"]
+    split_of = dict(zip(manifest.group, manifest.split, strict=True))
+    assert all(swaps.source_identity.map(split_of) == swaps.split)
+    assert "95% bootstrap interval" in first.stderr.replace("\n", " ")
+    assert len(summary["video"]["auc_interval"]) == 2
+    assert summary["video"]["ece"] >= 0 and "uncertain" in summary
+    showcase = json.loads((tmp_path / "showcase.json").read_text())["videos"]
+    assert [v["path"].split("/")[-2] for v in showcase] == ["real", "fake"]
     assert (tmp_path / "report.html").read_text().count("<section") >= 2
     assert (tmp_path / "run" / "model" / "model.json").is_file()
     again = demo("--output-dir", str(tmp_path))
@@ -27,3 +47,5 @@ def test_quick_demo_runs_end_to_end_and_reuses_finished_steps(tmp_path):
     fresh = demo("--output-dir", str(tmp_path), "--fresh", "--seed", "1")
     assert fresh.returncode == 0 and "already done" not in fresh.stderr
     assert (tmp_path / "clips" / "manifest.csv").read_text() != first_manifest
+    other = pd.read_csv(tmp_path / "crops" / "metadata.csv")
+    assert set(other.group[other.split == "test"]) != people["test"]  # the seed chose others

@@ -197,3 +197,22 @@ def test_a_model_that_outputs_nan_leaves_every_video_unscored_as_model_error(
     assert result.summary["n_unscored"] == {"model_error": 4}
     saved = json.loads((tmp_path / "out" / "evaluation.json").read_text())
     assert saved["video"]["auc"] is None
+
+
+def test_summary_reports_the_uncertain_share_the_accuracy_on_the_rest_and_calibration():
+    from deepfake_detect.evaluate import summarise
+
+    videos = pd.DataFrame({"label": [0, 0, 0, 1, 1, 1], "method": [""] * 3 + ["swap"] * 3,
+                           "probability": [0.1, 0.45, 0.7, 0.55, 0.9, 0.2],
+                           "status": ["ok"] * 6})  # fmt: skip
+    frames = pd.DataFrame({"label": videos.label, "probability": videos.probability})
+    summary = summarise(videos, frames, threshold=0.5, uncertain_band=(0.4, 0.6))
+    uncertain = summary["uncertain"]
+    assert uncertain["band"] == [0.4, 0.6] and uncertain["n"] == 2  # 0.45 and 0.55
+    assert uncertain["share"] == pytest.approx(2 / 6)
+    # outside: 0.1 real right, 0.7 real wrong, 0.9 fake right, 0.2 fake wrong
+    assert uncertain["accuracy_on_rest"] == pytest.approx(0.5) and uncertain["n_rest"] == 4
+    low, high = summary["video"]["auc_interval"]
+    assert low <= summary["video"]["auc"] <= high
+    assert 0 <= summary["video"]["ece"] <= 1 and 0 <= summary["video"]["brier"] <= 1
+    assert summarise(videos, frames, 0.5)["uncertain"]["n"] == 0  # no band: every video called

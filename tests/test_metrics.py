@@ -211,3 +211,39 @@ def test_fit_temperature_recovers_a_known_temperature():
 @pytest.mark.parametrize(("labels", "logits"), [([], []), ([1, 1], [2.0, 3.0])])
 def test_fit_temperature_defaults_without_both_classes(labels, logits):
     assert fit_temperature(labels, logits) == 1.0
+
+
+def test_expected_calibration_error_matches_a_hand_computed_example():
+    from deepfake_detect.metrics import expected_calibration_error
+
+    # bins of width 0.1: [0.1] real -> |0 - 0.1|; [0.9] fake -> |1 - 0.9|; 0.6 and 0.65 share
+    # the bin [0.6, 0.7), one fake in two -> |0.5 - 0.625|; weighted 1/4, 1/4, 2/4
+    labels, probabilities = [0, 1, 1, 0], [0.1, 0.9, 0.6, 0.65]
+    expected = 0.25 * 0.1 + 0.25 * 0.1 + 0.5 * 0.125
+    assert expected_calibration_error(labels, probabilities) == pytest.approx(expected)
+    assert expected_calibration_error([1, 0], [1.0, 0.0]) == 0  # 1.0 falls in the last bin
+    assert math.isnan(expected_calibration_error([], []))
+
+
+def test_brier_score_is_the_mean_squared_error_of_the_probability():
+    from deepfake_detect.metrics import brier_score
+
+    assert brier_score([0, 1], [0.2, 0.7]) == pytest.approx((0.04 + 0.09) / 2)
+
+
+def test_bootstrap_interval_holds_the_auc_and_narrows_with_more_clips():
+    from sklearn.metrics import roc_auc_score
+
+    from deepfake_detect.metrics import bootstrap_auc_interval
+
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (12, 48, 192):
+        labels = np.r_[np.zeros(n), np.ones(n)]
+        scores = rng.normal(labels, 1.0)
+        low, high = bootstrap_auc_interval(labels, scores)
+        assert low <= roc_auc_score(labels, scores) <= high
+        widths.append(high - low)
+    assert widths[0] > widths[1] > widths[2]
+    assert bootstrap_auc_interval(labels, scores) == bootstrap_auc_interval(labels, scores)
+    assert all(math.isnan(v) for v in bootstrap_auc_interval([0, 0], [0.1, 0.2]))

@@ -161,3 +161,17 @@ def test_the_readme_lists_every_status_with_its_meaning():
     table = {cell.strip(" `"): meaning.strip() for cell, meaning in rows}
     assert list(table) == list(Status)
     assert table == {str(status): meaning for status, meaning in STATUS_MEANINGS.items()}
+
+
+def test_the_readme_lists_every_verdict_with_its_meaning():
+    """The README's verdict table is the Verdict enum, meaning for meaning, in its order."""
+    from deepfake_detect.status import VERDICT_MEANINGS, Verdict
+
+    rows = [
+        line.split("|")[1:3]
+        for line in README.read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `") and line.split("|")[1].strip(" `") in set(Verdict)
+    ]
+    table = {cell.strip(" `"): meaning.strip() for cell, meaning in rows}
+    assert list(table) == list(Verdict)
+    assert table == {str(verdict): meaning for verdict, meaning in VERDICT_MEANINGS.items()}

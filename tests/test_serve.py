@@ -512,3 +512,66 @@ def test_two_workers_explaining_different_clips_at_once_match_one_worker(
         assert result["probability"] == reference["probability"]
         assert len(heatmaps) == len(reference_heatmaps) > 0
         assert heatmaps == reference_heatmaps, "a worker's Grad-CAM used the other's pass"
+
+
+@pytest.fixture(scope="module")
+def uncertain_model(tiny_model: Path, tmp_path_factory) -> Path:
+    """A copy of tiny_model so cooled that every probability is about 0.5, inside its band."""
+    import json
+    import shutil
+
+    folder = tmp_path_factory.mktemp("uncertain-model")
+    shutil.copy(tiny_model / "model" / "model.safetensors", folder)
+    config = json.loads((tiny_model / "model" / "model.json").read_text())
+    config |= {"temperature": 1e6, "logit_shift": 0.0, "threshold": 0.5,
+               "uncertain_band": [0.4, 0.6]}  # fmt: skip
+    (folder / "model.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_uncertain_end_to_end_through_predict_report_and_serve(uncertain_model, clips, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from deepfake_detect.report import write_report
+
+    predictor = Predictor(uncertain_model, device="cpu", frames=4)
+    prediction = predictor.predict(clips["face"], keep_crops=True)
+    assert prediction.verdict == "UNCERTAIN" and prediction.probability is not None
+    assert prediction.summary.startswith("UNCERTAIN: P(fake)")
+    assert "could not call validation videos reliably" in prediction.summary
+    binary = Predictor(uncertain_model, device="cpu", frames=4, uncertain=False)
+    assert binary.predict(clips["face"]).verdict in {"REAL", "FAKE"}
+
+    page = write_report([prediction], predictor, tmp_path / "report.html").read_text()
+    assert 'class="badge uncertain">UNCERTAIN<' in page and "uncertain-reason" in page
+    assert "could not call validation videos reliably" in page
+
+    command = [sys.executable, "-m", "deepfake_detect", "predict", str(clips["face"]),
+               "--model", str(uncertain_model), "--frames", "4", "--device", "cpu"]  # fmt: skip
+    out = tmp_path / "v"
+    done = subprocess.run([*command, "--json", f"{out}.json", "--csv", f"{out}.csv"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (video,) = json.loads(Path(f"{out}.json").read_text())["videos"]
+    assert video["verdict"] == "UNCERTAIN" and len(video["uncertain_band"]) == 2
+    row = pd.read_csv(f"{out}.csv").iloc[0]
+    assert row.verdict == "UNCERTAIN" and "-" in row.uncertain_band
+    forced = subprocess.run([*command, "--no-uncertain", "--json", f"{out}2.json"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert forced.returncode == 0, forced.stderr
+    (video,) = json.loads(Path(f"{out}2.json").read_text())["videos"]
+    assert video["verdict"] in {"REAL", "FAKE"} and video["uncertain_band"] is None
+
+    with running_app(predictor, tmp_path) as client:
+        job = check(client, clips["face"])
+        result = job["result"]
+        assert result["verdict"] == "UNCERTAIN" and result["summary"].startswith("UNCERTAIN")
+        assert result["uncertain_band"] == pytest.approx(list(predictor.uncertain_band))
+        report = client.get(f"/api/jobs/{job['id']}/report").text
+        assert 'class="badge uncertain"' in report
+        page = client.get("/").text
+        assert "uncertain-reason" in page and "--uncertain:" in page

@@ -16,9 +16,16 @@ from deepfake_detect.blend import (
     face_swap,
     self_blend,
 )
+from deepfake_detect.corpus import corpus_paths
 from deepfake_detect.dataset_layouts import ADAPTERS
 from deepfake_detect.faces import Box, create_detector, detect_faces
-from deepfake_detect.synth import SynthError, generate_dataset, load_face_source
+from deepfake_detect.synth import (
+    SynthError,
+    corpus_face_sources,
+    generate_dataset,
+    load_face_source,
+    read_video_source,
+)
 from deepfake_detect.video import read_frames
 
 # 128 px: on AVX-512 CPUs x264's macroblock-tree code encodes differently from run to run
@@ -192,8 +199,9 @@ def test_a_broken_video_fails_naming_the_file(tmp_path: Path) -> None:
 
 def make_dataset(root: Path, user_face: Path, on_clip=None) -> pd.DataFrame:
     return generate_dataset(
-        root, videos=8, faces=[user_face], size=SIZE, fps=FPS, seconds=SECONDS, on_clip=on_clip
-    )
+        root, videos=8, faces=[user_face], size=SIZE, fps=FPS, seconds=SECONDS, on_clip=on_clip,
+        corpus=False,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -284,7 +292,9 @@ def test_same_seed_same_dataset(dataset, user_face: Path, tmp_path: Path) -> Non
 
 def test_another_seed_another_dataset(dataset, user_face: Path, tmp_path: Path) -> None:
     _, manifest = dataset
-    other = generate_dataset(tmp_path, videos=2, seed=1, size=SIZE, fps=FPS, seconds=0.2)
+    other = generate_dataset(
+        tmp_path, videos=2, seed=1, size=SIZE, fps=FPS, seconds=0.2, corpus=False
+    )
     assert list(other.seed) != list(manifest.seed[:2])
 
 
@@ -385,3 +395,82 @@ def test_training_self_blends_follow_the_crop_landmarks(tmp_path) -> None:
     records = pd.read_csv(out / "crops.csv")
     aligned = landmarks_in_crops(records, CropConfig(crop_size=128, align=True))
     assert np.allclose(aligned[0], aligned[-1])  # on the template
+
+
+# --- the shipped corpus ------------------------------------------------------------------------
+
+
+def test_the_shipped_corpus_is_twelve_people_ten_of_them_on_video() -> None:
+    sources = corpus_face_sources()
+    assert len(sources) == len(corpus_paths()) == 12
+    assert len({s.identity for s in sources}) == 12
+    videos = [s for s in sources if s.frames]
+    assert len(videos) == 10
+    for source in videos:
+        assert len(source.frames) == len(source.boxes) == 75  # GRID: 3 s at 25 fps
+        assert source.box.x1 - source.box.x0 > 60  # a face found, not a speck
+
+
+def test_a_video_source_plays_every_frame_forward_then_back(tmp_path: Path) -> None:
+    source = read_video_source(face_clip(tmp_path / "clip.mp4"))
+    n = len(source.frames)
+    assert n >= 10 and len(source.boxes) == n
+    step = 1 / source.fps
+    assert source.at(0)[0] is source.frames[0]
+    assert source.at(3 * step)[0] is source.frames[3]
+    assert source.at((n - 1 + 2) * step)[0] is source.frames[n - 3]  # bounced off the end
+    assert source.at(2 * (n - 1) * step)[0] is source.frames[0]
+
+
+def test_default_dataset_films_the_corpus_and_packaged_photos(tmp_path: Path) -> None:
+    manifest = generate_dataset(tmp_path, videos=30, size=SIZE, fps=FPS, seconds=0.4)
+    assert len(set(manifest.group)) == 15  # 10 GRID speakers, 2 portraits, 3 packaged photos
+    assert {"grid_bbaf2n", "obama", "astronaut"} <= set(manifest.group)
+    _, frames = read_frames(tmp_path / manifest.path[manifest.group == "grid_bbaf2n"].iloc[0])
+    assert len(frames) == round(FPS * 0.4)
+
+
+def test_identity_splits_go_to_the_manifest_and_swaps_stay_inside_a_split(tmp_path: Path) -> None:
+    names = [s.identity for s in corpus_face_sources()] + ["astronaut", "camera", "grace_hopper"]
+    splits = {name: ("test" if i % 5 == 0 else "val" if i % 5 == 1 else "train")
+              for i, name in enumerate(names)}  # fmt: skip
+    manifest = generate_dataset(
+        tmp_path, videos=40, size=SIZE, fps=FPS, seconds=0.2, identity_splits=splits
+    )
+    assert all(manifest.split == manifest.group.map(splits))
+    swaps = manifest[manifest.method == "face_swap"]
+    assert len(swaps) >= 5
+    assert all(swaps.source_identity.map(splits) == swaps.split)
+    items = ADAPTERS["folders"](tmp_path)
+    assert {item.split for item in items} == {"train", "val", "test"}
+    with pytest.raises(SynthError, match="lacks a split"):
+        generate_dataset(tmp_path / "other", videos=2, identity_splits={"obama": "train"})
+
+
+def test_identity_splits_never_share_a_person_and_the_seed_decides() -> None:
+    from deepfake_detect.synth import split_identities
+
+    names = [f"person{i}" for i in range(15)]
+    drawn = {seed: split_identities(names, n_val=2, n_test=3, seed=seed) for seed in range(6)}
+    for splits in drawn.values():
+        assert set(splits) == set(names)  # each person in exactly one split
+        counts = {split: list(splits.values()).count(split) for split in ("train", "val", "test")}
+        assert counts == {"train": 10, "val": 2, "test": 3}
+    assert len({tuple(sorted(s.items())) for s in drawn.values()}) > 1
+    assert split_identities(names, 2, 3, seed=4) == drawn[4]
+    with pytest.raises(SynthError, match="at least one must be left"):
+        split_identities(names[:5], 2, 3)
+
+
+@pytest.mark.parametrize("n_people", [3, 4, 15])
+def test_every_identity_gets_both_methods_in_two_rounds(n_people: int) -> None:
+    from deepfake_detect.faces import Box
+    from deepfake_detect.synth import FaceSource, _plan
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    people = [FaceSource(f"p{i}", image, Box(0, 0, 8, 8)) for i in range(n_people)]
+    plans = _plan(people, videos=4 * n_people, seed=0, fake_fraction=0.5)
+    fakes = [plan for plan in plans if plan.method]
+    for person in people:
+        methods = {plan.method for plan in fakes if plan.target.identity == person.identity}
+        assert methods == {"self_blend", "face_swap"}, person.identity

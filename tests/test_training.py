@@ -263,3 +263,41 @@ def test_the_artifact_records_the_stage1_settings_as_typed_crop_parameters(tiny_
     _, artifact = load_artifact(tiny_model)
     assert artifact.preprocessing.crop_size == 64 and artifact.preprocessing.margin == 0.3
     assert artifact.preprocessing.face_detector == "dlib"
+
+
+@pytest.mark.parametrize("rule", ["mean", "max_face_mean"])
+def test_validation_scores_a_video_as_predict_does(tmp_path, rule):
+    """One rule: the calibrated video score the artifact was fitted on equals what predict's
+    judge (through evaluate, from the same crops) gives, with two persons per video."""
+    from deepfake_detect.evaluate import evaluate
+    from deepfake_detect.inference import Predictor
+
+    data = crops_folder(tmp_path / "crops", BALANCED, crops=6)
+    metadata = pd.read_csv(data / "metadata.csv")
+    rows = [{"video_id": v, "crop_index": c, "frame_index": c // 2, "face_index": c % 2}
+            for v in metadata.video_id for c in range(6)]  # fmt: skip
+    pd.DataFrame(rows).to_csv(data / "crops.csv", index=False)
+    config = TrainConfig(train=data, output_dir=tmp_path / "run", max_epochs=2, lr=3e-3,
+                         aggregation=rule, **SMALL)  # fmt: skip
+    result = run_training(config)
+    saved = json.loads((result.artifact_dir / "model.json").read_text())
+    assert saved["aggregation"] == rule
+    validation = pd.read_csv(tmp_path / "run" / "val_videos.csv", dtype={"video_id": str})
+    predictor = Predictor(tmp_path / "run")
+    assert predictor.aggregation == rule  # predict reads the rule from the artifact
+    evaluated = evaluate(data, predictor, tmp_path / "eval", split="val", progress=False)
+    by_video = evaluated.videos.set_index("video_id").probability
+    assert len(validation) == 8
+    for row in validation.itertuples():
+        assert by_video[row.video_id] == pytest.approx(row.probability, abs=1e-5)
+
+
+def test_real_only_trains_on_the_real_videos_with_self_blends_as_fakes(dataset, tmp_path):
+    from deepfake_detect.training import load_tables
+
+    with pytest.raises(TrainError, match="real_only needs self_blend"):
+        TrainConfig(train=dataset, output_dir=tmp_path, real_only=True)
+    config = TrainConfig(train=dataset, output_dir=tmp_path, real_only=True, self_blend=0.5)
+    train, val, _ = load_tables(config)
+    assert set(train.rows.label) == {0} and len(train.rows) == 8
+    assert set(val.rows.label) == {0, 1}  # validation keeps its real fakes

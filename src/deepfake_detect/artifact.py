@@ -50,6 +50,15 @@ def _known_aggregation(name: str) -> str:
     return name
 
 
+def _ordered_band(band: tuple[float, float] | None) -> tuple[float, float] | None:
+    if band is not None and not 0 < band[0] <= band[1] < 1:
+        raise ValueError(f"must be two probabilities low <= high inside (0, 1), got {list(band)}")
+    return band
+
+
+Probability = Annotated[float, Field(allow_inf_nan=False)]
+
+
 @dataclass(frozen=True)
 class ArtifactHeader:
     """The keys that say what a model.json is: the format's name and version."""
@@ -102,6 +111,11 @@ class Provenance:
 class ModelArtifact:
     """What the JSON file of an artifact holds (`provenance` only for imported models).
 
+    `aggregation` is the video rule (scoring.py) that `threshold`, `temperature` and
+    `uncertain_band` were fitted under; `uncertain_band` (low, high): a video whose probability
+    lies strictly between gets the verdict UNCERTAIN (absent in older files: no band).
+    `warnings` says what went wrong in fitting them (a temperature at its bound).
+
     The field types are the file's schema: `read_artifact` checks every field against its type
     and constraints (nested dataclasses included), so a typed field added here is checked too.
     """
@@ -111,6 +125,10 @@ class ModelArtifact:
     threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
     temperature: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
     aggregation: Annotated[str, AfterValidator(_known_aggregation)] = "mean"
+    uncertain_band: Annotated[
+        tuple[Probability, Probability] | None, AfterValidator(_ordered_band)
+    ] = None
+    warnings: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)

@@ -133,6 +133,11 @@ AGGREGATION_OPTION = typer.Option(
     "or max_face_mean over each frame's faces (default: the model's).",
 )
 THRESHOLD_OPTION = typer.Option(None, min=0.0, max=1.0, help="Override the artifact's threshold.")
+UNCERTAIN_OPTION = typer.Option(
+    True,
+    help="Call UNCERTAIN the videos in the model's uncertain band; "
+    "--no-uncertain forces REAL or FAKE.",
+)
 DEVICE_OPTION = typer.Option("auto", help="auto, cpu or cuda.")
 BACKEND_OPTION = typer.Option("torch", help="torch, or onnx (after `export --onnx`).")
 BATCH_SIZE_OPTION = typer.Option(64, min=1, help="Crops per forward pass.")
@@ -224,6 +229,10 @@ def synth(
     fps: Annotated[float, typer.Option(min=1.0)] = 25.0,
     seconds: Annotated[float, typer.Option(min=0.1)] = 2.0,
     fake_fraction: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
+    corpus: Annotated[
+        bool,
+        typer.Option(help="Film the shipped real people (10 GRID speakers, 2 portraits) too."),
+    ] = True,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Make a labelled synthetic dataset (self-blends and face swaps of real faces)."""
@@ -235,7 +244,7 @@ def synth(
         task = bar.add_task("synth clips", total=videos)
         manifest = generate_dataset(
             output_dir, videos, seed, faces or (), size, fps, seconds, fake_fraction,
-            on_clip=lambda _path: bar.advance(task),
+            on_clip=lambda _path: bar.advance(task), corpus=corpus,
         )  # fmt: skip
     fakes = int(manifest.label.sum())
     console.print(
@@ -261,6 +270,7 @@ def train(
     drop_rate: float = train_option("drop_rate", min=0.0, max=0.9),
     augment: str = train_option("augment"),
     self_blend: float = train_option("self_blend", min=0.0, max=0.95),
+    real_only: bool = train_option("real_only"),
     balance: bool = train_option("balance"),
     batch_size: int = train_option("batch_size", min=1),
     crops_per_video: int = train_option("crops_per_video", min=1),
@@ -272,6 +282,7 @@ def train(
     max_minutes: float | None = train_option("max_minutes", min=0.01),
     patience: int = train_option("patience", min=1),
     monitor: str = train_option("monitor"),
+    aggregation: str = train_option("aggregation"),
     target_auc: float | None = train_option("target_auc", min=0.0, max=1.0),
     num_workers: int = train_option("num_workers", min=0),
     accelerator: str = train_option("accelerator"),
@@ -319,6 +330,7 @@ def predict(
     ] = 600,
     aggregation: str | None = AGGREGATION_OPTION,
     threshold: float | None = THRESHOLD_OPTION,
+    uncertain: bool = UNCERTAIN_OPTION,
     device: str = DEVICE_OPTION,
     backend: str = BACKEND_OPTION,
     batch_size: int = BATCH_SIZE_OPTION,
@@ -350,7 +362,8 @@ def predict(
     options = dict(
         device=device, backend=backend, frames=frames, every=every or None,
         max_frames=max_frames, aggregation=aggregation, threshold=threshold,
-        batch_size=batch_size, min_frames=min_frames, max_pixels=max_pixels,
+        uncertain=uncertain, batch_size=batch_size, min_frames=min_frames,
+        max_pixels=max_pixels,
     )  # fmt: skip
     predictor, pool = _predictors(model, options, executor, ray_address, gpus_per_actor)
     with PredictionWriter(json_path, csv_path, per_frame) as writer:
@@ -440,6 +453,7 @@ def evaluate(
     frames: int = FRAMES_OPTION,
     aggregation: str | None = AGGREGATION_OPTION,
     threshold: float | None = THRESHOLD_OPTION,
+    uncertain: bool = UNCERTAIN_OPTION,
     device: str = DEVICE_OPTION,
     backend: str = BACKEND_OPTION,
     batch_size: int = BATCH_SIZE_OPTION,
@@ -456,7 +470,7 @@ def evaluate(
     output_dir.mkdir(parents=True, exist_ok=True)
     options = dict(  # exactly --frames per raw video, as stage 1 samples them
         device=device, backend=backend, frames=frames, every=None, aggregation=aggregation,
-        threshold=threshold, batch_size=batch_size, min_frames=min_frames,
+        threshold=threshold, uncertain=uncertain, batch_size=batch_size, min_frames=min_frames,
     )  # fmt: skip
     predictor, pool = _predictors(model, options, executor, ray_address, gpus_per_actor)
     result = run_evaluation(

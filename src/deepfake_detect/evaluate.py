@@ -27,12 +27,20 @@ from sklearn.metrics import roc_curve
 
 from deepfake_detect.dataset_layouts import DatasetError, VideoItem, discover
 from deepfake_detect.inference import Predictor
-from deepfake_detect.metrics import METRIC_NAMES, binary_metrics, confusion
+from deepfake_detect.metrics import (
+    METRIC_NAMES,
+    binary_metrics,
+    bootstrap_auc_interval,
+    brier_score,
+    confusion,
+    expected_calibration_error,
+)
+from deepfake_detect.scoring import read_tracks
 from deepfake_detect.status import Status
 from deepfake_detect.training_data import DataError, npy_problem, read_metadata
 
 VIDEO_COLUMNS = ["video_id", "path", "label", "method", "split", "status", "error",
-                 "probability", "prediction", "n_frames"]  # fmt: skip
+                 "probability", "prediction", "verdict", "n_frames"]  # fmt: skip
 RANK_METRICS = ("auc", "eer", "ap", "tpr_at_fpr_1", "tpr_at_fpr_5")
 PREPROCESSED = "preprocessed"
 
@@ -101,10 +109,12 @@ def evaluate(
     scored = videos.probability.notna()
     videos["prediction"] = (videos.probability >= predictor.threshold).astype("Int64")
     videos.loc[~scored, "prediction"] = pd.NA
+    videos["verdict"] = [predictor.verdict(p) if ok else "" for p, ok in
+                         zip(videos.probability, scored, strict=True)]  # fmt: skip
     videos = videos.reindex(columns=VIDEO_COLUMNS)
     header = {"data": str(data), "source": source, "split": split,
               "model": str(predictor.model_path), "aggregation": predictor.aggregation}  # fmt: skip
-    summary = header | summarise(videos, frames, predictor.threshold)
+    summary = header | summarise(videos, frames, predictor.threshold, predictor.uncertain_band)
     _write_outputs(output_dir, summary, videos)
     if progress:
         for part in console_report(summary):
@@ -174,12 +184,13 @@ def _score_raw(
 def _score_preprocessed(
     data: Path, predictor: Predictor, split: str | None, tracker: Tracker, pool: Any
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score each ok video's crops from its npy; persons as crops.csv's face_index says."""
+    """Score each ok video's crops from its npy under the predictor's rule; persons and frames
+    as crops.csv says."""
     table, root = read_metadata(data)
     table = _select_split(table, split, data)
     videos = table.reindex(columns=["video_id", "path", "label", "method", "split", "status",
                                     "error"], fill_value="")  # fmt: skip
-    faces = _face_indices(root / "crops.csv")
+    tracks = read_tracks(root / "crops.csv")
     videos = videos.assign(probability=math.nan, n_frames=0)
     todo = []
     for index, video in table.iterrows():
@@ -199,10 +210,8 @@ def _score_preprocessed(
             message = f"{paths[position]}: the worker scoring it died ({probabilities.message})"
             videos.loc[index, ["status", "error"]] = [Status.WORKER_CRASH, message]
             continue
-        face = faces.get(video.video_id, ())
-        # crops.csv rows that do not match the npy cannot say who is who: one person then
-        face = face if len(face) == len(probabilities) else np.zeros(len(probabilities), int)
-        judgement = predictor.judge(video.video_id, face, probabilities)
+        face, frame = tracks.of(video.video_id, len(probabilities))
+        judgement = predictor.judge(video.video_id, face, probabilities, frame)
         videos.loc[index, ["status", "error", "n_frames"]] = [
             judgement.status, judgement.error, len(probabilities)
         ]  # fmt: skip
@@ -223,21 +232,17 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
-def _face_indices(crops_csv: Path) -> dict[str, np.ndarray]:
-    """Each video's face index per crop, in crop order; empty without crops.csv."""
-    if not crops_csv.is_file():
-        return {}
-    crops = pd.read_csv(crops_csv, usecols=["video_id", "crop_index", "face_index"],
-                        dtype={"video_id": str})  # fmt: skip
-    crops = crops.sort_values(["video_id", "crop_index"])
-    return {video_id: group.face_index.to_numpy() for video_id, group in crops.groupby("video_id")}
-
-
 # --- metrics ---------------------------------------------------------------------------------
 
 
-def summarise(videos: pd.DataFrame, frames: pd.DataFrame, threshold: float) -> dict[str, Any]:
-    """Counts, unscored videos by status, frame and video metrics, and video metrics per method.
+def summarise(
+    videos: pd.DataFrame,
+    frames: pd.DataFrame,
+    threshold: float,
+    uncertain_band: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """Counts, unscored videos by status, frame and video metrics, video metrics per method,
+    and the share of scored videos called UNCERTAIN with the accuracy on the rest.
 
     Each method's fakes are measured against all real videos. Metrics that need both classes
     are NaN when one is absent, and `notes` says why.
@@ -257,13 +262,34 @@ def summarise(videos: pd.DataFrame, frames: pd.DataFrame, threshold: float) -> d
             method: _video_metrics(subset, threshold)
             for method, subset in method_subsets(scored).items()
         },
+        "uncertain": _uncertain(scored, threshold, uncertain_band),
         "notes": _notes(counts),
     }
 
 
+def _uncertain(
+    scored: pd.DataFrame, threshold: float, band: tuple[float, float] | None
+) -> dict[str, Any]:
+    """How many scored videos fall in the uncertain band, and how right the others' calls are
+    (NaN when none is left)."""
+    p, labels = scored.probability.to_numpy(float), scored.label.to_numpy(int)
+    inside = np.zeros(len(p), bool) if band is None else (p > band[0]) & (p < band[1])
+    rest = ~inside
+    right = (p[rest] >= threshold).astype(int) == labels[rest]
+    return {"band": None if band is None else list(band), "n": int(inside.sum()),
+            "share": float(inside.mean()) if len(p) else math.nan,
+            "accuracy_on_rest": float(right.mean()) if rest.any() else math.nan,
+            "n_rest": int(rest.sum())}  # fmt: skip
+
+
 def _video_metrics(videos: pd.DataFrame, threshold: float) -> dict[str, Any]:
+    """Video metrics, with the AUC's bootstrap 95% interval (`auc_interval`), the expected
+    calibration error over 10 bins (`ece`) and the Brier score."""
     labels, probabilities = videos.label.astype(int), videos.probability
     return binary_metrics(labels, probabilities, threshold) | {
+        "auc_interval": list(bootstrap_auc_interval(labels, probabilities)),
+        "ece": expected_calibration_error(labels, probabilities),
+        "brier": brier_score(labels, probabilities),
         "confusion": confusion(labels, probabilities, threshold),
         "n_real": int((labels == 0).sum()),
         "n_fake": int((labels == 1).sum()),
@@ -355,11 +381,16 @@ def console_report(summary: dict[str, Any]) -> list[Table | str]:
         main.add_column(column, justify="left" if column == "metric" else "right")
     for name in METRIC_NAMES:
         main.add_row(name, _cell(video[name]), _cell(summary["frame"][name]))
+    low, high = video["auc_interval"]
+    main.add_row("auc 95% interval", f"{_cell(low)}-{_cell(high)}", "")
+    main.add_row("ece (10 bins)", _cell(video["ece"]), "")
+    main.add_row("brier", _cell(video["brier"]), "")
     unscored = ", ".join(f"{status} {n}" for status, n in summary["n_unscored"].items())
     cells = " ".join(f"{name} {n}" for name, n in video["confusion"].items())
     lines = [f"{counts['scored']} of {counts['videos']} videos scored ({counts['real']} real, "
              f"{counts['fake']} fake){'; not scored: ' + unscored if unscored else ''}",
-             f"threshold {summary['threshold']:.3f}: {cells}", *summary["notes"]]  # fmt: skip
+             f"threshold {summary['threshold']:.3f}: {cells}", _uncertain_line(summary),
+             *summary["notes"]]  # fmt: skip
     if not summary["per_method"]:
         return [main, *lines]
     methods = Table(title="per method (its fakes against all real videos)")
@@ -369,6 +400,16 @@ def console_report(summary: dict[str, Any]) -> list[Table | str]:
         methods.add_row(method, str(metrics["n_fake"]),
                         *(_cell(metrics[k]) for k in ("auc", "ap", "eer", "accuracy")))  # fmt: skip
     return [main, *lines, methods]
+
+
+def _uncertain_line(summary: dict[str, Any]) -> str:
+    uncertain = summary["uncertain"]
+    if uncertain["band"] is None:
+        return "no uncertain band: every scored video called REAL or FAKE"
+    low, high = uncertain["band"]
+    return (f"UNCERTAIN (P(fake) in {low:.3f}-{high:.3f}): {uncertain['n']} videos "
+            f"({_cell(uncertain['share'] * 100)}%); accuracy on the other "
+            f"{uncertain['n_rest']}: {_cell(uncertain['accuracy_on_rest'])}")  # fmt: skip
 
 
 def _cell(value: float) -> str:

@@ -40,15 +40,11 @@ from deepfake_detect.crops import (
     record_landmarks,
 )
 from deepfake_detect.errors import DeepfakeDetectError
-from deepfake_detect.metrics import AGGREGATIONS, FRAME_RULES
 from deepfake_detect.models import to_model_input
+from deepfake_detect.scoring import PersonScore, known_rules, score_video
 from deepfake_detect.segments import Segment, describe, find_segments
-from deepfake_detect.status import Status
+from deepfake_detect.status import Status, Verdict
 from deepfake_detect.video import MAX_PIXELS, VideoError, is_video_file
-
-# A face track shorter than this share of the main person's is reported but not used for the
-# verdict: one-frame tracks are mostly false detections.
-MIN_TRACK_SHARE = 0.25
 
 
 class PredictError(DeepfakeDetectError, ValueError):
@@ -73,16 +69,6 @@ class FrameScore:
 
 
 @dataclass
-class PersonScore:
-    """One person (face track): the aggregated probability over its frames."""
-
-    face_index: int
-    probability: float
-    n_frames: int
-    counted: bool
-
-
-@dataclass
 class Judgement:
     """A video's persons and, when it could be scored, its probability and verdict."""
 
@@ -104,6 +90,7 @@ class VideoPrediction:
     verdict: str | None = None
     threshold: float = 0.5
     aggregation: str = "mean"
+    uncertain_band: tuple[float, float] | None = None
     persons: list[PersonScore] = field(default_factory=list)
     segments: list[Segment] = field(default_factory=list)
     frames: list[FrameScore] = field(default_factory=list)
@@ -123,11 +110,23 @@ class VideoPrediction:
         stays under the threshold although a part of it does not."""
         if not self.scored or not self.verdict:
             return f"could not score ({self.status})"
+        if self.verdict == Verdict.UNCERTAIN:
+            return f"UNCERTAIN: {self.uncertain_reason}"
         if not self.segments:
             return self.verdict
-        if self.verdict == "FAKE":
+        if self.verdict == Verdict.FAKE:
             return f"FAKE: {describe(self.segments)}"
         return f"{self.verdict} (fake-looking: {describe(self.segments)})"
+
+    @property
+    def uncertain_reason(self) -> str:
+        """Why an UNCERTAIN video is not called, in one sentence ("" otherwise)."""
+        if self.verdict != Verdict.UNCERTAIN or self.uncertain_band is None:
+            return ""
+        low, high = self.uncertain_band
+        seen = f"; fake-looking: {describe(self.segments)}" if self.segments else ""
+        return (f"P(fake) {self.probability:.3f} is inside {low:.3f}-{high:.3f}, where the "
+                f"model could not call validation videos reliably{seen}")  # fmt: skip
 
     def to_dict(self, per_frame: bool = False) -> dict[str, Any]:
         """JSON-ready summary (per-frame scores and sample times only when asked: they can be
@@ -152,13 +151,19 @@ class Predictor:
         every: seconds between samples in a long video (more samples than `frames` give);
             None samples `frames` only.
         max_frames: with `every`, at most this many samples, spread over the whole video.
-        aggregation: how frame scores become a person's score (metrics.AGGREGATIONS), or a
-            rule over each frame's faces (metrics.FRAME_RULES); default the artifact's.
+        aggregation: the video rule (scoring.py): how frame scores become a person's score
+            (metrics.AGGREGATIONS), or a rule over each frame's faces (metrics.FRAME_RULES);
+            default the artifact's, the rule its threshold and temperature were fitted under.
         threshold: decision threshold on the calibrated probability; default the artifact's.
+        uncertain: call UNCERTAIN the videos inside the artifact's uncertain band (when it
+            holds the threshold in use); False forces REAL or FAKE.
         batch_size: crops per forward pass.
         min_frames: a video whose main person is seen in fewer frames is too_few_frames.
         max_pixels: videos with larger frames are refused (decode_error).
     """
+
+    # no band unless the artifact has one (set per instance in __init__)
+    uncertain_band: tuple[float, float] | None = None
 
     def __init__(
         self,
@@ -171,6 +176,7 @@ class Predictor:
         max_frames: int = 600,
         aggregation: str | None = None,
         threshold: float | None = None,
+        uncertain: bool = True,
         batch_size: int = 64,
         min_frames: int = 1,
         max_pixels: int = MAX_PIXELS,
@@ -196,10 +202,13 @@ class Predictor:
         )
         check_detector(self.crop_config)
         self.aggregation = aggregation or self.artifact.aggregation
-        if self.aggregation not in AGGREGATIONS | FRAME_RULES:
-            known = ", ".join([*AGGREGATIONS, *FRAME_RULES])
+        if self.aggregation not in known_rules():
+            known = ", ".join(known_rules())
             raise PredictError(f"unknown aggregation {self.aggregation!r}; known: {known}")
         self.threshold = self.artifact.threshold if threshold is None else threshold
+        band = self.artifact.uncertain_band if uncertain else None
+        holds = band is not None and band[0] <= self.threshold <= band[1]
+        self.uncertain_band = band if holds else None
         self.batch_size, self.min_frames, self.max_pixels = batch_size, min_frames, max_pixels
 
     def _load(self, backend: str) -> tuple[ModelArtifact, Runner, str]:
@@ -239,7 +248,8 @@ class Predictor:
         `keep_crops` (a report shows some); `on_progress` gets each sampled frame's time and
         the video's duration.
         """
-        base = {"path": str(path), "threshold": self.threshold, "aggregation": self.aggregation}
+        base = {"path": str(path), "threshold": self.threshold, "aggregation": self.aggregation,
+                "uncertain_band": self.uncertain_band}  # fmt: skip
         try:
             faces = extract_faces(
                 Path(path), self.crop_config, max_pixels=self.max_pixels,
@@ -305,41 +315,30 @@ class Predictor:
         probabilities: Sequence[float],
         frame_indices: Sequence[int] | None = None,
     ) -> Judgement:
-        """Aggregate each person's (face track's) frame probabilities with the rule; the video
-        takes the highest of the tracks that count, and needs `min_frames` of its main person.
-
-        A frame rule instead scores the video from the crops of the tracks that count, frame
-        by frame (without `frame_indices` each crop is its own frame); persons get the mean.
-        A score that is not finite makes the video a model_error: no probability, no verdict.
+        """Score the video with the one rule (scoring.score_video: per person, then the
+        highest of the tracks that count, or a frame rule); it needs `min_frames` of its main
+        person. A score that is not finite makes the video a model_error: no probability, no
+        verdict.
         """
         if not np.isfinite(probabilities).all():
             bad = int(np.count_nonzero(~np.isfinite(probabilities)))
             message = (f"{name}: the model gave {bad} of {len(probabilities)} scores that are "
                        "not a number (NaN or inf); its weights or input are broken")  # fmt: skip
             return Judgement([], None, None, Status.MODEL_ERROR, message)
-        rule = AGGREGATIONS.get(self.aggregation, AGGREGATIONS["mean"])
-        tracks: dict[int, list[float]] = {}
-        for face, probability in zip(face_indices, probabilities, strict=True):
-            tracks.setdefault(int(face), []).append(float(probability))
-        longest = max(len(scores) for scores in tracks.values())
-        persons = [
-            PersonScore(face, float(rule(np.array(scores))), len(scores),
-                        len(scores) >= MIN_TRACK_SHARE * longest)
-            for face, scores in sorted(tracks.items())
-        ]  # fmt: skip
-        if longest < self.min_frames:
-            message = f"{name}: a face in only {longest} frames (at least {self.min_frames} needed)"
+        score = score_video(probabilities, face_indices, frame_indices, self.aggregation)
+        persons, probability = score.persons, score.probability
+        if score.longest < self.min_frames:
+            message = (f"{name}: a face in only {score.longest} frames (at least "
+                       f"{self.min_frames} needed)")  # fmt: skip
             return Judgement(persons, None, None, "too_few_frames", message)
-        if self.aggregation in FRAME_RULES:
-            counted = {p.face_index for p in persons if p.counted}
-            kept = [i for i, face in enumerate(face_indices) if int(face) in counted]
-            frames = kept if frame_indices is None else [frame_indices[i] for i in kept]
-            kept_probabilities = [probabilities[i] for i in kept]
-            probability = FRAME_RULES[self.aggregation](frames, kept_probabilities)
-        else:
-            probability = max(p.probability for p in persons if p.counted)
-        verdict = "FAKE" if probability >= self.threshold else "REAL"
-        return Judgement(persons, probability, verdict, Status.OK, "")
+        return Judgement(persons, probability, self.verdict(probability), Status.OK, "")
+
+    def verdict(self, probability: float) -> Verdict:
+        """FAKE at or above the threshold, else REAL; UNCERTAIN strictly inside the band."""
+        band = self.uncertain_band
+        if band is not None and band[0] < probability < band[1]:
+            return Verdict.UNCERTAIN
+        return Verdict.FAKE if probability >= self.threshold else Verdict.REAL
 
 
 def predict_video(path: Path | str, model: Path | str, **options: Any) -> VideoPrediction:
@@ -372,7 +371,8 @@ def collect_videos(inputs: Sequence[str]) -> list[Path]:
 
 
 VIDEO_COLUMNS = ["path", "status", "verdict", "probability", "threshold", "n_persons",
-                 "n_frames_scored", "aggregation", "segments", "error"]  # fmt: skip
+                 "n_frames_scored", "aggregation", "segments", "error",
+                 "uncertain_band"]  # fmt: skip
 SEGMENT_COLUMNS = ["path", *Segment.__dataclass_fields__]
 
 
@@ -382,8 +382,13 @@ def videos_table(predictions: Sequence[VideoPrediction]) -> pd.DataFrame:
              "probability": p.probability, "threshold": p.threshold,
              "n_persons": len(p.persons), "n_frames_scored": len(p.frames),
              "aggregation": p.aggregation, "segments": describe(p.segments, len(p.segments)),
-             "error": p.error} for p in predictions]  # fmt: skip
+             "error": p.error, "uncertain_band": _band_text(p.uncertain_band)}
+            for p in predictions]  # fmt: skip
     return pd.DataFrame(rows, columns=VIDEO_COLUMNS)
+
+
+def _band_text(band: tuple[float, float] | None) -> str:
+    return "" if band is None else f"{band[0]:.4f}-{band[1]:.4f}"
 
 
 def segments_table(predictions: Sequence[VideoPrediction]) -> pd.DataFrame:
@@ -479,7 +484,8 @@ def verdict_table(predictions: Sequence[VideoPrediction]) -> Table:
     table = Table(title="verdicts")
     for column in ("video", "verdict", "P(fake)", "persons", "frames", "status"):
         table.add_column(column, justify="left" if column in {"video", "status"} else "right")
-    styles = {"FAKE": "bold red", "REAL": "bold green"}
+    # UNCERTAIN in a neutral colour: neither verdict's, nor could-not-score's yellow
+    styles = {Verdict.FAKE: "bold red", Verdict.REAL: "bold green", Verdict.UNCERTAIN: "bold blue"}
     for p in predictions:
         verdict = p.summary if p.scored else "could not score"
         table.add_row(

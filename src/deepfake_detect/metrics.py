@@ -168,6 +168,67 @@ def fit_temperature(labels: ArrayLike, logits: ArrayLike) -> float:
     return float(math.exp(result.x))
 
 
+def expected_calibration_error(
+    labels: ArrayLike, probabilities: ArrayLike, n_bins: int = 10
+) -> float:
+    """Expected calibration error of P(fake): the probabilities are put in `n_bins` equal-width
+    bins over [0, 1] (the last one closed), and ECE = sum over bins of (share of samples in the
+    bin) x |share of fakes in it - mean probability in it|. NaN for empty input."""
+    y, p = _checked_probabilities(labels, probabilities)
+    if y.size == 0:
+        return math.nan
+    bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    total = 0.0
+    for b in np.unique(bins):
+        inside = bins == b
+        total += inside.mean() * abs(y[inside].mean() - p[inside].mean())
+    return float(total)
+
+
+def brier_score(labels: ArrayLike, probabilities: ArrayLike) -> float:
+    """Mean squared difference between P(fake) and the label; NaN for empty input."""
+    y, p = _checked_probabilities(labels, probabilities)
+    return float(np.mean((p - y) ** 2)) if y.size else math.nan
+
+
+def bootstrap_auc_interval(
+    labels: ArrayLike,
+    scores: ArrayLike,
+    level: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the ROC AUC: reals and fakes are resampled with
+    replacement, each class apart (so every resample keeps both), `n_resamples` times.
+
+    NaN, NaN unless both classes are present.
+    """
+    y, s = _checked(labels, scores)
+    if not _has_both_classes(y):
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    reals, fakes = s[y == 0], s[y == 1]
+    real_draws = rng.choice(reals, (n_resamples, reals.size))
+    fake_draws = rng.choice(fakes, (n_resamples, fakes.size))
+    # AUC = P(fake score > real score) + half the ties, over every real/fake pair; resamples
+    # are compared in chunks of about 10 million pairs
+    chunk = max(1, 10_000_000 // (reals.size * fakes.size))
+    aucs = np.concatenate([
+        _pair_auc(fake_draws[start : start + chunk], real_draws[start : start + chunk])
+        for start in range(0, n_resamples, chunk)
+    ])  # fmt: skip
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(aucs, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def _pair_auc(fakes: np.ndarray, reals: np.ndarray) -> np.ndarray:
+    """The AUC of each row: fake scores (rows, F) against real scores (rows, R)."""
+    greater = (fakes[:, :, None] > reals[:, None, :]).mean(axis=(1, 2))
+    ties = (fakes[:, :, None] == reals[:, None, :]).mean(axis=(1, 2))
+    return greater + 0.5 * ties
+
+
 # --- video level -------------------------------------------------------------------------------
 
 

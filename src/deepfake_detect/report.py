@@ -33,6 +33,7 @@ from deepfake_detect.files import atomic_path
 from deepfake_detect.inference import FrameScore, Predictor, VideoPrediction
 from deepfake_detect.models import gradcam_layer, to_model_input
 from deepfake_detect.segments import Segment, clock
+from deepfake_detect.status import Verdict
 from deepfake_detect.video import VIDEO_EXTENSIONS, iter_frames, probe, write_video
 
 
@@ -117,7 +118,8 @@ def heatmap_overlay(crop: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
 
 CSS = """
 :root { color-scheme: light; --ink: #1b1b1f; --muted: #4a4a55; --line: #d6d6de;
-        --fake: #a3001b; --real: #1b5e20; --unknown: #5c4400; --panel: #f5f5f8; }
+        --fake: #a3001b; --real: #1b5e20; --unknown: #5c4400; --uncertain: #4a5060;
+        --panel: #f5f5f8; }
 * { box-sizing: border-box; }
 body { margin: 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
        color: var(--ink); background: #fff; }
@@ -131,8 +133,10 @@ section { border: 1px solid var(--line); border-radius: 8px; padding: 1rem; marg
 .badge { display: inline-block; padding: 0.1rem 0.6rem; border-radius: 4px; color: #fff;
          font-weight: 700; letter-spacing: 0.03em; white-space: nowrap; }
 .badge.fake { background: var(--fake); } .badge.real { background: var(--real); }
-.badge.unknown { background: var(--unknown); }
+.badge.unknown { background: var(--unknown); } .badge.uncertain { background: var(--uncertain); }
 .verdict { font-size: 1.1rem; margin: 0.75rem 0; }
+.uncertain-reason { border-left: 4px solid var(--uncertain); padding: 0.5rem 0.75rem;
+                    background: var(--panel); }
 .segments { font-weight: 600; color: var(--fake); margin: 0.25rem 0 0.75rem; }
 .error { background: #fff4e5; border-left: 4px solid var(--unknown); padding: 0.5rem 0.75rem;
          overflow-wrap: anywhere; }
@@ -207,13 +211,13 @@ class _Explainer:
 
 
 def _verdict_label(prediction: VideoPrediction) -> str:
-    """REAL, FAKE, or "could not score"."""
+    """REAL, FAKE, UNCERTAIN, or "could not score"."""
     return prediction.verdict if prediction.scored and prediction.verdict else "could not score"
 
 
 def _badge(prediction: VideoPrediction) -> str:
     label = _verdict_label(prediction)
-    kind = label.lower() if label in {"REAL", "FAKE"} else "unknown"
+    kind = label.lower() if label in set(Verdict) else "unknown"
     return f'<span class="badge {kind}">{escape(label)}</span>'
 
 
@@ -233,12 +237,20 @@ def _page_header(predictions: list[VideoPrediction], predictor: Predictor) -> st
         "Videos": str(len(predictions)),
         "Verdicts": ", ".join(f"{label}: {n}" for label, n in sorted(counts.items())) or "none",
         "Threshold": f"{predictor.threshold:.3f} on the calibrated fake probability",
+        "Uncertain band": _band(predictor.uncertain_band),
         "Face crops": _crop_settings(predictor.crop_config),
     }
     return (
         f"<header>\n<h1>Deepfake detection report</h1>\n{_definitions(summary)}\n"
         f"{_summary_table(predictions)}</header>"
     )
+
+
+def _band(band: tuple[float, float] | None) -> str:
+    if band is None:
+        return "none (every scored video is called REAL or FAKE)"
+    return (f"{band[0]:.3f}-{band[1]:.3f}: videos scored inside are UNCERTAIN (on validation "
+            "the model could not call them reliably)")  # fmt: skip
 
 
 def _crop_settings(crop: CropConfig) -> str:
@@ -296,7 +308,9 @@ def _video_section(
 def _verdict(prediction: VideoPrediction) -> str:
     if prediction.scored:
         segments = ""
-        if prediction.segments:
+        if prediction.verdict == Verdict.UNCERTAIN:
+            segments = f'\n<p class="uncertain-reason">{escape(prediction.uncertain_reason)}</p>'
+        elif prediction.segments:
             segments = f'\n<p class="segments">{escape(prediction.summary)}</p>'
         return (
             f'<p class="verdict">{_badge(prediction)} fake probability '

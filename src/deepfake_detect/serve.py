@@ -112,6 +112,7 @@ class VideoResult(BaseModel):
     summary: str
     threshold: float
     aggregation: str
+    uncertain_band: tuple[float, float] | None = None
     persons: list[PersonScore]
     segments: list[Segment]
     frames: list[FrameScore]
@@ -367,7 +368,8 @@ def create_app(
     app = FastAPI(
         title="deepfake-detect",
         version=__version__,
-        summary="Upload a video of a face; get a REAL / FAKE verdict and an HTML report.",
+        summary="Upload a video of a face; get a REAL / FAKE / UNCERTAIN verdict and an HTML "
+        "report.",
         lifespan=lifespan,
         # Swagger UI and ReDoc load scripts from a CDN; a local server offers the schema only.
         docs_url=None,

@@ -47,3 +47,20 @@ STATUS_MEANINGS: dict[Status, str] = {
     "(refused unless `--allow-outside-root`)",
     Status.ERROR: "anything else; `error` says what in one line naming the file",
 }
+
+
+class Verdict(StrEnum):
+    """What predict, evaluate, the report and serve call a scored video."""
+
+    REAL = "REAL"
+    FAKE = "FAKE"
+    UNCERTAIN = "UNCERTAIN"
+
+
+VERDICT_MEANINGS: dict[Verdict, str] = {
+    Verdict.REAL: "the probability is below the threshold (and below the uncertain band)",
+    Verdict.FAKE: "the probability is at or above the threshold (and above the uncertain band)",
+    Verdict.UNCERTAIN: "the probability lies inside the band around the threshold where, on "
+    "validation videos, the model could not call videos reliably (`--no-uncertain` to "
+    "force REAL or FAKE)",
+}

@@ -2,7 +2,9 @@
 
 Flow: `run_training(config)` verifies the data, builds the network (models.py), the data module
 (training_data.py) and the LightningModule below, fits with checkpoints, early stopping and a target
-AUC, then calibrates on validation and writes the artifact (artifact.py).
+AUC, then calibrates on validation and writes the artifact (artifact.py). Every video-level figure
+(validation metrics, checkpoint choice, temperature, threshold, uncertain band) scores a video
+from its crops with the one rule of scoring.py, the rule the artifact records for predict.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,15 +31,19 @@ from scipy.special import expit
 from torch.utils.data import DataLoader
 
 from deepfake_detect.artifact import ModelArtifact, library_versions, save_artifact
+from deepfake_detect.calibration import calibrate, fit_video_temperature, video_log_loss
 from deepfake_detect.crops import CropConfig, CropSettingsError
-from deepfake_detect.metrics import (
-    aggregate_videos,
-    binary_metrics,
-    choose_threshold,
-    fit_temperature,
-)
+from deepfake_detect.metrics import binary_metrics, brier_score, expected_calibration_error
 from deepfake_detect.models import ModelConfig, create_model
-from deepfake_detect.train_config import MONITOR, MONITORS, TrainConfig, TrainError
+from deepfake_detect.scoring import VideoCrops, read_tracks
+from deepfake_detect.train_config import (
+    MONITOR,
+    MONITORS,
+    SELECTION_LOSS_WEIGHT,
+    VIDEO_AUC,
+    TrainConfig,
+    TrainError,
+)
 from deepfake_detect.training_data import (
     CropDataset,
     DataError,
@@ -50,12 +56,15 @@ from deepfake_detect.training_data import (
     verify,
 )
 
+# Each validation video's calibrated score under the rule, as the artifact's fit saw it.
+VAL_SCORES_FILE = "val_videos.csv"
+
 
 class DeepfakeClassifier(L.LightningModule):
     """The network, its loss (BCE on one logit), AdamW with warmup + cosine, and the metrics.
 
-    Validation keeps every frame probability so video-level metrics (mean of a video's frame
-    probabilities) can be computed at the end of the epoch.
+    Validation keeps every crop's logit so video-level metrics (each video scored from its
+    crops by the data module's rule) can be computed at the end of the epoch.
     """
 
     def __init__(
@@ -73,34 +82,35 @@ class DeepfakeClassifier(L.LightningModule):
              "warmup_epochs": warmup_epochs}
         )  # fmt: skip
         self.loss = torch.nn.BCEWithLogitsLoss()
-        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._val_outputs: list[tuple[torch.Tensor, ...]] = []
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.network(images)
 
     def training_step(self, batch: tuple, batch_index: int) -> torch.Tensor:
-        images, labels, _ = batch
+        images, labels = batch[0], batch[1]
         loss = self.loss(self(images), labels)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         return loss
 
     def validation_step(self, batch: tuple, batch_index: int) -> None:
-        images, labels, videos = batch
+        images, labels, videos, crops = batch
         logits = self(images).float()
-        self._val_outputs.append((logits.detach(), labels, videos))
+        self._val_outputs.append((logits.detach(), labels, videos, crops))
 
     def on_validation_epoch_end(self) -> None:
-        logits, labels, videos = (
-            torch.cat(parts) for parts in zip(*self._val_outputs, strict=True)
-        )
+        parts = (torch.cat(part) for part in zip(*self._val_outputs, strict=True))
         self._val_outputs.clear()
         # every rank scored its own share of the videos: metrics over all of them, not averages
-        logits, labels, videos = (gather_uneven(self, t) for t in (logits, labels, videos))
+        logits, labels, videos, crops = (gather_uneven(self, t) for t in parts)
         loss = self.loss(logits, labels)
-        metrics = epoch_metrics(labels.cpu().numpy(), logits.cpu().numpy(), videos.cpu().numpy())
-        video_auc = metrics.pop("video_auc")
+        video_crops = self.trainer.datamodule.val_video_crops(
+            videos.cpu().numpy(), crops.cpu().numpy(), labels.cpu().numpy()
+        )
+        metrics = epoch_metrics(labels.cpu().numpy(), logits.cpu().numpy(), video_crops)
+        selection = metrics.pop("selection")
         self.log_dict({"val_loss": loss} | {f"val_{k}": v for k, v in metrics.items()})
-        self.log(MONITOR, video_auc, prog_bar=True)
+        self.log(MONITOR, selection, prog_bar=True)
 
     def configure_optimizers(self) -> dict:
         optimizer = torch.optim.AdamW(
@@ -135,15 +145,18 @@ def gather_uneven(module: L.LightningModule, tensor: torch.Tensor) -> torch.Tens
     return torch.cat([gathered[rank, : int(size)] for rank, size in enumerate(sizes)])
 
 
-def epoch_metrics(labels: np.ndarray, logits: np.ndarray, videos: np.ndarray) -> dict[str, float]:
-    """Frame AUC and video-level AUC, EER, AP, accuracy and log loss (mean of frame probs)."""
-    probabilities = expit(logits)
-    frame = binary_metrics(labels, probabilities)
-    video_table = aggregate_videos([str(v) for v in videos], labels, probabilities, "mean")
-    video = binary_metrics(video_table.label, video_table.probability)
+def epoch_metrics(labels: np.ndarray, logits: np.ndarray, videos: VideoCrops) -> dict[str, float]:
+    """Frame AUC; video AUC, EER, AP, accuracy and log loss (each video scored from its crops
+    under the rule); the video log loss after fitting a temperature; and the selection score
+    (video AUC minus SELECTION_LOSS_WEIGHT times that calibrated loss)."""
+    frame = binary_metrics(labels, expit(logits))
+    video = binary_metrics(videos.labels, videos.scores(expit(logits)))
+    calibrated = fit_video_temperature(videos, logits).log_loss
+    auc = video["auc"] if math.isfinite(video["auc"]) else 0.0
     return {"frame_auc": frame["auc"], "video_auc": video["auc"], "eer": video["eer"],
-            "ap": video["ap"], "accuracy": video["accuracy"],
-            "log_loss": video["log_loss"]}  # fmt: skip
+            "ap": video["ap"], "accuracy": video["accuracy"], "log_loss": video["log_loss"],
+            "calibrated_log_loss": calibrated,
+            "selection": auc - SELECTION_LOSS_WEIGHT * calibrated}  # fmt: skip
 
 
 class StopAtTargetAUC(Callback):
@@ -153,13 +166,14 @@ class StopAtTargetAUC(Callback):
         self.target = target
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        value = trainer.callback_metrics.get(MONITOR)
+        value = trainer.callback_metrics.get(VIDEO_AUC)
         if value is not None and float(value) >= self.target:
             trainer.should_stop = True
 
 
-HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_frame_auc", MONITOR, "val_eer",
-                   "val_ap", "val_accuracy", "val_log_loss"]  # fmt: skip
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_frame_auc", VIDEO_AUC, "val_eer",
+                   "val_ap", "val_accuracy", "val_log_loss", "val_calibrated_log_loss",
+                   MONITOR]  # fmt: skip
 
 
 class EpochHistory(Callback):
@@ -224,6 +238,20 @@ class CropDataModule(L.LightningDataModule):
         super().__init__()
         self.train_table, self.val_table = train, val
         self.model_config, self.config = model_config, config
+        tracks = read_tracks(val.root / "crops.csv")
+        self._val_tracks = [
+            tracks.of(str(video_id), int(n))
+            for video_id, n in zip(val.rows.video_id, val.crop_counts, strict=True)
+        ]
+
+    def val_video_crops(
+        self, videos: np.ndarray, crops: np.ndarray, labels: np.ndarray
+    ) -> VideoCrops:
+        """Validation crops (video and crop index of each) grouped by video, with their persons
+        and frames from stage 1's crops.csv, under the run's rule."""
+        faces = [self._val_tracks[v][0][c] for v, c in zip(videos, crops, strict=True)]
+        frames = [self._val_tracks[v][1][c] for v, c in zip(videos, crops, strict=True)]
+        return VideoCrops.of(list(videos), labels, faces, frames, self.config.aggregation)
 
     def train_dataloader(self) -> DataLoader:
         dataset = CropDataset(
@@ -270,21 +298,21 @@ class CropDataModule(L.LightningDataModule):
 
 
 def load_tables(config: TrainConfig) -> tuple[VideoTable, VideoTable, Path]:
-    """Train and val tables: two folders, or one folder and its split column."""
+    """Train and val tables: two folders, or one folder and its split column. With
+    `real_only`, training keeps its real videos only (Self-Blended Images: the self-blends
+    are the fakes, so the model cannot learn the people or the fakes' other traits)."""
     train_table, train_root = read_metadata(config.train)
     same = config.val is None or config.val.resolve() == config.train.resolve()
     if same:
-        return (
-            select_split(train_table, train_root, "train"),
-            select_split(train_table, train_root, "val"),
-            train_root,
-        )
-    val_table, val_root = read_metadata(config.val)
-    return (
-        select_split(train_table, train_root, None),
-        select_split(val_table, val_root, None),
-        train_root,
-    )
+        train = select_split(train_table, train_root, "train")
+        val = select_split(train_table, train_root, "val")
+    else:
+        val_table, val_root = read_metadata(config.val)
+        train = select_split(train_table, train_root, None)
+        val = select_split(val_table, val_root, None)
+    if config.real_only:
+        train = VideoTable(train.rows[train.rows.label == 0].reset_index(drop=True), train.root)
+    return train, val, train_root
 
 
 def _checkpoint_path(config: TrainConfig) -> Path | None:
@@ -378,6 +406,7 @@ class TrainResult:
     artifact_dir: Path
     metrics: dict[str, float]
     history: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
 
 
 def run_training(config: TrainConfig, console: Console | None = None) -> TrainResult:
@@ -425,18 +454,22 @@ def run_training(config: TrainConfig, console: Console | None = None) -> TrainRe
     )
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
-    return write_model_artifact(module, model_config, data, config, crop_config)
+    result = write_model_artifact(module, model_config, data, config, crop_config)
+    for warning in result.warnings:
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+    return result
 
 
 def predict_logits(module: DeepfakeClassifier, loader: DataLoader) -> tuple[np.ndarray, ...]:
-    """Frame logits, labels and video indices of a loader, in eval mode without gradients."""
+    """Frame logits, labels, video and crop indices of a loader, in eval mode without
+    gradients."""
     module.eval()
     parts = []
     with torch.no_grad():
-        for images, labels, videos in loader:
-            parts.append((module(images.to(module.device)).float().cpu(), labels, videos))
-    logits, labels, videos = (torch.cat(p).numpy() for p in zip(*parts, strict=True))
-    return logits, labels, videos
+        for images, labels, videos, crops in loader:
+            parts.append((module(images.to(module.device)).float().cpu(), labels, videos, crops))
+    logits, labels, videos, crops = (torch.cat(p).numpy() for p in zip(*parts, strict=True))
+    return logits, labels, videos, crops
 
 
 def write_model_artifact(
@@ -446,27 +479,40 @@ def write_model_artifact(
     config: TrainConfig,
     crop_config: CropConfig,
 ) -> TrainResult:
-    """Fit temperature and threshold on validation and write the model artifact (with the
-    stage-1 settings the crops were made with, so predict crops faces the same way)."""
-    logits, labels, videos = predict_logits(module, data.full_val_dataloader())
-    temperature = fit_temperature(labels, logits)
-    probabilities = expit(logits / temperature)
-    video_ids = [str(v) for v in videos]
-    per_video = aggregate_videos(video_ids, labels, probabilities, "mean")
-    threshold = choose_threshold(per_video.label, per_video.probability)
+    """Fit the temperature, threshold and uncertain band on validation videos under the run's
+    rule and write the model artifact (with the stage-1 settings the crops were made with, so
+    predict crops faces the same way, and the rule, so predict scores videos the same way)."""
+    logits, labels, videos, crops = predict_logits(module, data.full_val_dataloader())
+    video_crops = data.val_video_crops(videos, crops, labels)
+    fitted = calibrate(video_crops, logits)
+    threshold = fitted.threshold
+    video_labels, video_probabilities = video_crops.labels, fitted.video_probabilities
     metrics = {
-        "frame": binary_metrics(labels, probabilities, threshold),
-        "video": binary_metrics(per_video.label, per_video.probability, threshold),
-    }
+        "frame": binary_metrics(labels, expit(logits / fitted.temperature), threshold),
+        "video": binary_metrics(video_labels, video_probabilities, threshold) | {
+            "ece": expected_calibration_error(video_labels, video_probabilities),
+            "brier": brier_score(video_labels, video_probabilities),
+            "log_loss_uncalibrated": video_log_loss(
+                video_labels, video_crops.scores(expit(logits))
+            ),
+        },
+    }  # fmt: skip
     artifact = ModelArtifact(
         model=model_config, preprocessing=crop_config, threshold=threshold,
-        temperature=temperature, metrics={"val": metrics},
+        temperature=fitted.temperature, aggregation=config.aggregation,
+        uncertain_band=fitted.uncertain_band, warnings=fitted.warnings, metrics={"val": metrics},
         training={k: v for k, v in yaml.safe_load(config.to_yaml()).items() if k != "progress"},
         versions=library_versions(),
     )  # fmt: skip
     directory = config.output_dir / "model"
     save_artifact(directory, module.network, artifact)
-    return TrainResult(directory, metrics["video"], read_history(config.output_dir))
+    video_ids = data.val_table.rows.video_id.to_numpy()[np.asarray(video_crops.video_ids, int)]
+    pd.DataFrame({"video_id": video_ids, "label": video_labels,
+                  "probability": video_probabilities}).to_csv(
+        config.output_dir / VAL_SCORES_FILE, index=False
+    )  # fmt: skip
+    return TrainResult(directory, metrics["video"], read_history(config.output_dir),
+                       fitted.warnings)  # fmt: skip
 
 
 def _table(title: str, frame: pd.DataFrame) -> Table:

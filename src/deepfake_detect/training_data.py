@@ -229,9 +229,9 @@ def self_blend_guides(root: Path) -> tuple[float, dict[str, np.ndarray]]:
 class CropDataset(Dataset):
     """Face crops read from memory-mapped npy files, turned into normalised CHW tensors.
 
-    Items are SampleKeys; each returns (image, label, video index). A key with `blend` set
-    becomes a self-blended pseudo-fake of a real crop, labelled fake, its mask shaped by the
-    crop's landmarks when crops.csv has them.
+    Items are SampleKeys; each returns (image, label, video index, crop index). A key with
+    `blend` set becomes a self-blended pseudo-fake of a real crop, labelled fake, its mask
+    shaped by the crop's landmarks when crops.csv has them.
     """
 
     def __init__(
@@ -258,7 +258,7 @@ class CropDataset(Dataset):
             points = None if np.isnan(per_crop[key.crop]).any() else per_crop[key.crop]
         return SelfBlendSource(seed=key.seed, margin=margin)(image, points)
 
-    def __getitem__(self, key: SampleKey) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, key: SampleKey) -> tuple[torch.Tensor, torch.Tensor, int, int]:
         image = self._crop(key.video, key.crop)
         label = int(self.table.labels[key.video])
         if key.blend:
@@ -267,7 +267,7 @@ class CropDataset(Dataset):
             self.augmentation.set_random_seed(key.seed)
             image = self.augmentation(image=image)["image"]
         tensor = torch.from_numpy(to_model_input(image[None], self.model_config)[0])
-        return tensor, torch.tensor(label, dtype=torch.float32), key.video
+        return tensor, torch.tensor(label, dtype=torch.float32), key.video, key.crop
 
 
 class EpochSampler(Sampler[SampleKey]):
