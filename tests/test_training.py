@@ -73,7 +73,8 @@ def test_target_auc_stops_at_once_and_early_stopping_waits_patience(dataset, tmp
     assert len(target.history) == 1
     # a learning rate too small to learn: the AUC soon stops improving
     stalled = run_training(TrainConfig(train=dataset, output_dir=tmp_path / "e", max_epochs=8,
-                                       lr=1e-12, patience=1, **SMALL))  # fmt: skip
+                                       lr=1e-12, patience=1, monitor="val_video_auc",
+                                       **SMALL))  # fmt: skip
     aucs = stalled.history.val_video_auc
     best_epoch = int(aucs.to_numpy().argmax())
     assert len(aucs) == best_epoch + 2 < 8  # stopped one epoch (patience) after the best

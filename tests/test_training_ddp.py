@@ -37,7 +37,8 @@ def recording_iter(self):
 
 
 def recording_metrics(labels, logits, videos):
-    (record / f"val-rank{rank}").write_text(" ".join(str(v) for v in sorted(set(videos))))
+    seen = sorted(set(videos.video_ids))
+    (record / f"val-rank{rank}").write_text(" ".join(str(v) for v in seen))
     return metrics(labels, logits, videos)
 
 
