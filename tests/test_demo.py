@@ -4,6 +4,9 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.slow  # `pytest -m "not slow"` leaves it out; `make test` runs it
 
 SPLITS = ("train", "val", "test")
 

@@ -161,6 +161,7 @@ def test_artifact_errors_name_the_file(tmp_path):
         read_artifact(tmp_path / "weights.pt")
 
 
+@pytest.mark.slow
 def test_cli_evaluate_export_and_onnx_predict(pipeline, tmp_path):
     model = str(pipeline["run"])
     crops = str(pipeline["root"] / "crops")

@@ -26,6 +26,8 @@ from deepfake_detect.serve import create_app
 from deepfake_detect.training import TrainConfig, run_training
 from deepfake_detect.video import read_frames
 
+pytestmark = pytest.mark.slow  # `pytest -m "not slow"` leaves it out; `make test` runs it
+
 FPS, SECONDS, BLENDED = 5, 60, (20.0, 40.0)  # the manipulated middle of a one-minute clip
 EVERY = 2.0
 

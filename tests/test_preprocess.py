@@ -207,6 +207,7 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "deepfake_detect", *args]
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     data = make_dataset(tmp_path / "data", n_real=5, n_fake=5)
     args = ["--frames-per-video", "6", "--crop-size", "64", "--num-workers", "1", "--quiet"]
@@ -363,6 +364,7 @@ def test_a_torn_journal_line_is_cut_off_counted_and_its_video_redone(tmp_path):
     assert journal.read_text().count("\n") == 4
 
 
+@pytest.mark.slow
 def test_pool_workers_exit_when_preprocess_is_killed_9(tmp_path):
     """Issue 14.8: kill -9 of the driver alone (not its process group) leaves no worker or
     resource tracker behind."""

@@ -234,6 +234,7 @@ def test_dfdc_ensemble_probability_is_the_mean_of_its_members(dfdc):
     )
 
 
+@pytest.mark.slow
 def test_dfdc_b7_logits_equal_the_originals_at_380_px(tmp_path):
     original = settled(DeepFakeClassifier("tf_efficientnet_b7", 2560), seed=4, normalised=True)
     checkpoint = save_dfdc(
@@ -259,6 +260,7 @@ def test_predict_crops_normalises_and_aggregates_faces_the_dfdc_way(dfdc, tmp_pa
     assert prediction.probability == pytest.approx(dfdc_confident(got))
 
 
+@pytest.mark.slow
 def test_dfdc_ensemble_exports_to_onnx_unchanged(dfdc, tmp_path):
     pytest.importorskip("onnxruntime")
     light = shutil.copytree(dfdc["artifact"], tmp_path / "model")

@@ -32,6 +32,8 @@ import json
 import os
 import sys
 
+pytestmark = pytest.mark.slow  # `pytest -m "not slow"` leaves it out; `make test` runs it
+
 if sys.argv and sys.argv[0].endswith("default_worker.py"):  # Ray's workers, not its agents
     import deepfake_detect.preprocess as stage
 

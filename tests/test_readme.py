@@ -21,6 +21,8 @@ import torch
 from deepfake_detect.cli import app
 from deepfake_detect.synth import generate_dataset
 
+pytestmark = pytest.mark.slow  # `pytest -m "not slow"` leaves it out; `make test` runs it
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 FAST = {
     "preprocess": ["--frames-per-video", "4", "--crop-size", "64", "--num-workers", "1"],

@@ -529,6 +529,7 @@ def uncertain_model(tiny_model: Path, tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_uncertain_end_to_end_through_predict_report_and_serve(uncertain_model, clips, tmp_path):
     import json
     import subprocess

@@ -30,6 +30,8 @@ VERDICT = re.compile(r"^(REAL|FAKE)$")
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed: browser test skipped"
 )
+
+pytestmark = pytest.mark.slow  # `pytest -m "not slow"` leaves it out; `make test` runs it
 if CHROMIUM is None:
     pytest.skip("no chromium on PATH (apt-get install chromium): browser test skipped",
                 allow_module_level=True)  # fmt: skip

@@ -89,6 +89,7 @@ def whole_file(checkpoint: Path) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_kill_9_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path):
     data = crops_folder(tmp_path / "crops", {"train": [0, 1] * 30, "val": [0, 1] * 4})
     args = ["--train", str(data), "--max-epochs", "4", "--batch-size", "8", "--image-size", "64",

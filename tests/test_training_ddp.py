@@ -23,6 +23,8 @@ from pathlib import Path
 from deepfake_detect import training, training_data
 from deepfake_detect.cli import app
 
+pytestmark = pytest.mark.slow  # `pytest -m "not slow"` leaves it out; `make test` runs it
+
 record = Path(os.environ["RECORD_DIR"])
 rank = os.environ.get("LOCAL_RANK", "0")
 sampler_iter, metrics = training_data.EpochSampler.__iter__, training.epoch_metrics

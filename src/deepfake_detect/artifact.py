@@ -136,8 +136,11 @@ class ModelArtifact:
 
     def to_json(self) -> str:
         body = asdict(self) | {"model": self.model.to_dict()}  # preprocessing: a plain mapping
-        header = {"format": FORMAT, "format_version": FORMAT_VERSION,
-                  "created": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+        header = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
         return json.dumps(header | body, indent=2, default=str) + "\n"
 
 
@@ -145,8 +148,12 @@ def library_versions() -> dict[str, str]:
     import lightning
     import timm
 
-    return {"deepfake_detect": __version__, "torch": torch.__version__,
-            "lightning": lightning.__version__, "timm": timm.__version__}  # fmt: skip
+    return {
+        "deepfake_detect": __version__,
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "timm": timm.__version__,
+    }
 
 
 def save_artifact(directory: Path, network: torch.nn.Module, artifact: ModelArtifact) -> Path:

@@ -198,19 +198,38 @@ def preprocess(
 ) -> None:
     """Sample frames, detect and crop faces, save .npy crops plus metadata.csv and crops.csv."""
     crops = CropConfig(
-        use_face_detection=use_face_detection, face_detector=face_detector,
-        frame_sampling_rate=frame_sampling_rate, frames_per_video=frames_per_video,
-        max_frames=max_frames, crop_size=crop_size, margin=margin, crop_shape=crop_shape,
-        faces_per_frame=faces_per_frame, detect_size=detect_size, scan_every=scan_every,
+        use_face_detection=use_face_detection,
+        face_detector=face_detector,
+        frame_sampling_rate=frame_sampling_rate,
+        frames_per_video=frames_per_video,
+        max_frames=max_frames,
+        crop_size=crop_size,
+        margin=margin,
+        crop_shape=crop_shape,
+        faces_per_frame=faces_per_frame,
+        detect_size=detect_size,
+        scan_every=scan_every,
         align=align,
-    )  # fmt: skip
+    )
     processor = VideoDataProcessor(
-        dataset_dirs, output_dir, crops=crops, dataset_format=dataset_format.value,
-        resume=resume, num_workers=num_workers, executor=executor.value,
-        ray_address=ray_address, max_pixels=max_pixels, limit=limit,
-        val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, splits_dir=splits,
-        allow_outside_root=allow_outside_root, progress=not quiet, console=console,
-    )  # fmt: skip
+        dataset_dirs,
+        output_dir,
+        crops=crops,
+        dataset_format=dataset_format.value,
+        resume=resume,
+        num_workers=num_workers,
+        executor=executor.value,
+        ray_address=ray_address,
+        max_pixels=max_pixels,
+        limit=limit,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        splits_dir=splits,
+        allow_outside_root=allow_outside_root,
+        progress=not quiet,
+        console=console,
+    )
     metadata = processor.run()
     ok = int((metadata.status == Status.OK).sum())
     console.print(f"{ok}/{len(metadata)} videos ok; tables in {output_dir}", highlight=False)
@@ -243,9 +262,17 @@ def synth(
     with Progress(console=console, disable=quiet) as bar:
         task = bar.add_task("synth clips", total=videos)
         manifest = generate_dataset(
-            output_dir, videos, seed, faces or (), size, fps, seconds, fake_fraction,
-            on_clip=lambda _path: bar.advance(task), corpus=corpus,
-        )  # fmt: skip
+            output_dir,
+            videos,
+            seed,
+            faces or (),
+            size,
+            fps,
+            seconds,
+            fake_fraction,
+            on_clip=lambda _path: bar.advance(task),
+            corpus=corpus,
+        )
     fakes = int(manifest.label.sum())
     console.print(
         f"{len(manifest)} clips ({fakes} fake) in {output_dir}; "
@@ -360,11 +387,18 @@ def predict(
 
     videos = collect_videos(inputs)
     options = dict(
-        device=device, backend=backend, frames=frames, every=every or None,
-        max_frames=max_frames, aggregation=aggregation, threshold=threshold,
-        uncertain=uncertain, batch_size=batch_size, min_frames=min_frames,
+        device=device,
+        backend=backend,
+        frames=frames,
+        every=every or None,
+        max_frames=max_frames,
+        aggregation=aggregation,
+        threshold=threshold,
+        uncertain=uncertain,
+        batch_size=batch_size,
+        min_frames=min_frames,
         max_pixels=max_pixels,
-    )  # fmt: skip
+    )
     predictor, pool = _predictors(model, options, executor, ray_address, gpus_per_actor)
     with PredictionWriter(json_path, csv_path, per_frame) as writer:
         predictions = []
@@ -469,15 +503,29 @@ def evaluate(
 
     output_dir.mkdir(parents=True, exist_ok=True)
     options = dict(  # exactly --frames per raw video, as stage 1 samples them
-        device=device, backend=backend, frames=frames, every=None, aggregation=aggregation,
-        threshold=threshold, uncertain=uncertain, batch_size=batch_size, min_frames=min_frames,
-    )  # fmt: skip
+        device=device,
+        backend=backend,
+        frames=frames,
+        every=None,
+        aggregation=aggregation,
+        threshold=threshold,
+        uncertain=uncertain,
+        batch_size=batch_size,
+        min_frames=min_frames,
+    )
     predictor, pool = _predictors(model, options, executor, ray_address, gpus_per_actor)
     result = run_evaluation(
-        data, predictor, output_dir, dataset_format=dataset_format.value, split=split,
-        splits_dir=splits_dir, allow_outside_root=allow_outside_root, progress=not quiet,
-        console=console, pool=pool,
-    )  # fmt: skip
+        data,
+        predictor,
+        output_dir,
+        dataset_format=dataset_format.value,
+        split=split,
+        splits_dir=splits_dir,
+        allow_outside_root=allow_outside_root,
+        progress=not quiet,
+        console=console,
+        pool=pool,
+    )
     console.print(f"evaluation: {result.output_dir / 'evaluation.json'}", highlight=False)
 
 
@@ -520,10 +568,14 @@ def import_model(
     from deepfake_detect.artifact import read_artifact
 
     provenance = read_artifact(path)[0].provenance
-    lines = [f"model artifact: {path.parent}", f"source: {provenance.source}",
-             f"licence: {provenance.licence}", f"reported by its authors: {provenance.reported}",
-             "what still differs from the authors' pipeline:",
-             *(f"  - {difference}" for difference in provenance.differences)]  # fmt: skip
+    lines = [
+        f"model artifact: {path.parent}",
+        f"source: {provenance.source}",
+        f"licence: {provenance.licence}",
+        f"reported by its authors: {provenance.reported}",
+        "what still differs from the authors' pipeline:",
+        *(f"  - {difference}" for difference in provenance.differences),
+    ]
     console.print(escape("\n".join(lines)), highlight=False, soft_wrap=True)
 
 
@@ -564,11 +616,19 @@ def serve(
     from deepfake_detect.serve import serve as run_server
 
     run_server(
-        model, host=host, port=port, workers=workers, max_upload_mb=max_upload_mb,
-        queue=queue, token=token, retention_s=retention_minutes * 60, device=device,
-        allowed_hosts=allowed_host or (), upload_timeout_s=upload_timeout,
+        model,
+        host=host,
+        port=port,
+        workers=workers,
+        max_upload_mb=max_upload_mb,
+        queue=queue,
+        token=token,
+        retention_s=retention_minutes * 60,
+        device=device,
+        allowed_hosts=allowed_host or (),
+        upload_timeout_s=upload_timeout,
         max_connections=max_connections,
-    )  # fmt: skip
+    )
 
 
 @app.command()

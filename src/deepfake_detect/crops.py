@@ -106,8 +106,12 @@ class CropConfig:
             known = ", ".join(CROP_SHAPES)
             raise ValueError(f"unknown crop shape {self.crop_shape!r}; known: {known}")
         for name in (
-            "frames_per_video", "frame_sampling_rate", "max_frames", "faces_per_frame", "scan_every"
-        ):  # fmt: skip
+            "frames_per_video",
+            "frame_sampling_rate",
+            "max_frames",
+            "faces_per_frame",
+            "scan_every",
+        ):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
@@ -165,8 +169,11 @@ class CropConfig:
         """Every Nth frame, or N evenly spaced ones (more for long videos with every_seconds)."""
         if self.frame_sampling_rate:
             return {"sampling_rate": self.frame_sampling_rate, "max_frames": self.max_frames}
-        return {"frames_per_video": self.frames_per_video, "max_frames": self.max_frames,
-                "every_seconds": self.every_seconds}  # fmt: skip
+        return {
+            "frames_per_video": self.frames_per_video,
+            "max_frames": self.max_frames,
+            "every_seconds": self.every_seconds,
+        }
 
 
 @dataclass
@@ -413,12 +420,20 @@ def _records(
         numbered = [(face, box, next(cut)) for face, box in faces]
         for face_index, box, position in sorted(numbered, key=lambda face: face[0]):
             order.append(position)
-            records.append({
-                "crop_index": len(records), "frame_index": frame_index,
-                "timestamp": round(timestamp, 6), "face_index": face_index,
-                "x0": round(box.x0, 2), "y0": round(box.y0, 2), "x1": round(box.x1, 2),
-                "y1": round(box.y1, 2), "score": round(box.score, 4),
-            } | _landmark_fields(box))  # fmt: skip
+            records.append(
+                {
+                    "crop_index": len(records),
+                    "frame_index": frame_index,
+                    "timestamp": round(timestamp, 6),
+                    "face_index": face_index,
+                    "x0": round(box.x0, 2),
+                    "y0": round(box.y0, 2),
+                    "x1": round(box.x1, 2),
+                    "y1": round(box.y1, 2),
+                    "score": round(box.score, 4),
+                }
+                | _landmark_fields(box)
+            )
     return records, np.array(order, np.int64)
 
 

@@ -338,8 +338,11 @@ def verify_manifest(root: Path, manifest: Path, tracker: Tracker | None = None) 
         elif file_sha256(path) != digest:
             result.changed.append(f"{relative}: SHA-256 differs from the manifest's")
     on_disk = _files(root, {Path(manifest).resolve()})
-    result.added = [p.relative_to(root).as_posix() for p in on_disk
-                    if p.relative_to(root).as_posix() not in entries]  # fmt: skip
+    result.added = [
+        p.relative_to(root).as_posix()
+        for p in on_disk
+        if p.relative_to(root).as_posix() not in entries
+    ]
     return result
 
 
@@ -359,9 +362,15 @@ def check_table(check: DatasetCheck) -> Table:
             status = "[red]absent[/]"
         official = "-" if part.expected is None else f"{part.expected:,}"
         table.add_row(
-            escape(part.name), official, f"{part.found:,}", str(len(part.missing)),
-            str(len(part.unlisted)), str(part.probed), str(len(part.unreadable)), status,
-        )  # fmt: skip
+            escape(part.name),
+            official,
+            f"{part.found:,}",
+            str(len(part.missing)),
+            str(len(part.unlisted)),
+            str(part.probed),
+            str(len(part.unreadable)),
+            status,
+        )
     return table
 
 
@@ -369,15 +378,21 @@ def check_findings(check: DatasetCheck, limit: int = 10) -> list[str]:
     """The findings behind the table, one per line, at most `limit` of each kind per part."""
     lines = [f"problem: {problem}" for problem in check.problems]
     for part in check.parts:
-        for kind, found in (("missing", part.missing), ("unlisted", part.unlisted),
-                            ("unreadable", part.unreadable)):  # fmt: skip
+        for kind, found in (
+            ("missing", part.missing),
+            ("unlisted", part.unlisted),
+            ("unreadable", part.unreadable),
+        ):
             lines += [f"{kind}: {entry}" for entry in found[:limit]]
             if len(found) > limit:
                 lines.append(f"{kind}: ... and {len(found) - limit} more in {part.name}")
     if check.manifest is not None:
         manifest = check.manifest
-        for kind, found in (("not on disk", manifest.missing), ("changed", manifest.changed),
-                            ("not in manifest", manifest.added)):  # fmt: skip
+        for kind, found in (
+            ("not on disk", manifest.missing),
+            ("changed", manifest.changed),
+            ("not in manifest", manifest.added),
+        ):
             lines += [f"{kind}: {entry}" for entry in found[:limit]]
             if len(found) > limit:
                 lines.append(f"{kind}: ... and {len(found) - limit} more")

@@ -64,8 +64,9 @@ class VideoItem:
     def unavailable(self) -> tuple[Status, str] | None:
         """Why this video is not read, when it is not: its status and a one-line error."""
         if self.outside_root:
-            return Status.OUTSIDE_ROOT, (f"{self.path}: outside the CSV's folder; refused "
-                                         "(--allow-outside-root reads it)")  # fmt: skip
+            return Status.OUTSIDE_ROOT, (
+                f"{self.path}: outside the CSV's folder; refused (--allow-outside-root reads it)"
+            )
         if self.missing:
             return Status.MISSING, f"{self.path}: listed by the dataset but not on disk"
         return None

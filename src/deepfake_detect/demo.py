@@ -46,10 +46,28 @@ class DemoSize:
 
 
 # 15 identities: 8 clips each (4 real; 2 self-blends, 2 swaps) in the full demo, 2 in the quick
-FULL = DemoSize(videos=120, clip_size=192, fps=15, seconds=2.0, frames_per_video=16,
-                crop_size=128, max_epochs=20, max_minutes=3.0, patience=6)  # fmt: skip
-QUICK = DemoSize(videos=30, clip_size=128, fps=10, seconds=1.0, frames_per_video=4,
-                 crop_size=64, max_epochs=2, max_minutes=0.5, patience=2)  # fmt: skip
+FULL = DemoSize(
+    videos=120,
+    clip_size=192,
+    fps=15,
+    seconds=2.0,
+    frames_per_video=16,
+    crop_size=128,
+    max_epochs=20,
+    max_minutes=3.0,
+    patience=6,
+)
+QUICK = DemoSize(
+    videos=30,
+    clip_size=128,
+    fps=10,
+    seconds=1.0,
+    frames_per_video=4,
+    crop_size=64,
+    max_epochs=2,
+    max_minutes=0.5,
+    patience=2,
+)
 VAL_IDENTITIES, TEST_IDENTITIES = 2, 3
 
 
@@ -96,37 +114,63 @@ def run_demo(
     done = (clips / "manifest.csv").is_file()
     _step(console, 1, "synthesise clips of 15 real people (shipped corpus + packaged photos)", done)
     if not done:
-        _timed(console, lambda: generate_dataset(
-            clips, videos=size.videos, seed=seed, size=size.clip_size, fps=size.fps,
-            seconds=size.seconds, identity_splits=demo_splits(seed),
-        ))  # fmt: skip
+        _timed(
+            console,
+            lambda: generate_dataset(
+                clips,
+                videos=size.videos,
+                seed=seed,
+                size=size.clip_size,
+                fps=size.fps,
+                seconds=size.seconds,
+                identity_splits=demo_splits(seed),
+            ),
+        )
 
     _step(console, 2, "preprocess: crop faces (splits by identity, from the manifest)", False)
-    metadata = _timed(console, lambda: VideoDataProcessor(
-        [clips], crops, frames_per_video=size.frames_per_video, crop_size=size.crop_size,
-        num_workers=2, align=align, console=console,
-    ).run())  # fmt: skip
+    metadata = _timed(
+        console,
+        lambda: VideoDataProcessor(
+            [clips],
+            crops,
+            frames_per_video=size.frames_per_video,
+            crop_size=size.crop_size,
+            num_workers=2,
+            align=align,
+            console=console,
+        ).run(),
+    )
     for split in ("train", "val", "test"):
         identities = sorted(metadata.group[metadata.split == split].unique())
-        console.print(f"{split} ({len(identities)} people): {', '.join(identities)}",
-                      highlight=False)  # fmt: skip
+        console.print(
+            f"{split} ({len(identities)} people): {', '.join(identities)}", highlight=False
+        )
 
     done = (run / "model" / "model.json").is_file()
     _step(console, 3, "train meso4 on the CPU: real clips, self-blends as the fakes", done)
     if not done:
         resume = "last" if (run / "checkpoints" / "last.ckpt").is_file() else None
         config = TrainConfig(
-            train=crops, output_dir=run, resume_checkpoint=resume, image_size=size.crop_size,
-            max_epochs=size.max_epochs, max_minutes=size.max_minutes,
-            self_blend=0.5, real_only=True, augment="light", lr=2e-3, patience=size.patience,
+            train=crops,
+            output_dir=run,
+            resume_checkpoint=resume,
+            image_size=size.crop_size,
+            max_epochs=size.max_epochs,
+            max_minutes=size.max_minutes,
+            self_blend=0.5,
+            real_only=True,
+            augment="light",
+            lr=2e-3,
+            patience=size.patience,
             seed=seed,
-        )  # fmt: skip
+        )
         _timed(console, lambda: run_training(config, console))
 
     _step(console, 4, "evaluate on the held-out test people", False)
     predictor = Predictor(run, frames=size.frames_per_video)
-    evaluation = evaluate(crops, predictor, output_dir / "evaluation", split="test",
-                          console=console)  # fmt: skip
+    evaluation = evaluate(
+        crops, predictor, output_dir / "evaluation", split="test", console=console
+    )
     console.print(headline(evaluation.summary), highlight=False)
 
     _step(console, 5, "predict a held-out real and a held-out fake clip", False)
@@ -151,9 +195,11 @@ def headline(summary: dict[str, Any]) -> str:
     """The test result in one line: video AUC with its bootstrap interval, and calibration."""
     video, counts = summary["video"], summary["counts"]
     low, high = video["auc_interval"]
-    return (f"test video AUC {video['auc']:.3f} (95% bootstrap interval {low:.3f}-{high:.3f}, "
-            f"{counts['real']} real and {counts['fake']} fake clips of unseen people); "
-            f"ECE {video['ece']:.3f}, Brier {video['brier']:.3f}")  # fmt: skip
+    return (
+        f"test video AUC {video['auc']:.3f} (95% bootstrap interval {low:.3f}-{high:.3f}, "
+        f"{counts['real']} real and {counts['fake']} fake clips of unseen people); "
+        f"ECE {video['ece']:.3f}, Brier {video['brier']:.3f}"
+    )
 
 
 def _held_out_pair(metadata: pd.DataFrame) -> list[Path]:

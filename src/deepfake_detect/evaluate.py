@@ -39,8 +39,19 @@ from deepfake_detect.scoring import read_tracks
 from deepfake_detect.status import Status
 from deepfake_detect.training_data import DataError, npy_problem, read_metadata
 
-VIDEO_COLUMNS = ["video_id", "path", "label", "method", "split", "status", "error",
-                 "probability", "prediction", "verdict", "n_frames"]  # fmt: skip
+VIDEO_COLUMNS = [
+    "video_id",
+    "path",
+    "label",
+    "method",
+    "split",
+    "status",
+    "error",
+    "probability",
+    "prediction",
+    "verdict",
+    "n_frames",
+]
 RANK_METRICS = ("auc", "eer", "ap", "tpr_at_fpr_1", "tpr_at_fpr_5")
 PREPROCESSED = "preprocessed"
 
@@ -109,11 +120,17 @@ def evaluate(
     scored = videos.probability.notna()
     videos["prediction"] = (videos.probability >= predictor.threshold).astype("Int64")
     videos.loc[~scored, "prediction"] = pd.NA
-    videos["verdict"] = [predictor.verdict(p) if ok else "" for p, ok in
-                         zip(videos.probability, scored, strict=True)]  # fmt: skip
+    videos["verdict"] = [
+        predictor.verdict(p) if ok else "" for p, ok in zip(videos.probability, scored, strict=True)
+    ]
     videos = videos.reindex(columns=VIDEO_COLUMNS)
-    header = {"data": str(data), "source": source, "split": split,
-              "model": str(predictor.model_path), "aggregation": predictor.aggregation}  # fmt: skip
+    header = {
+        "data": str(data),
+        "source": source,
+        "split": split,
+        "model": str(predictor.model_path),
+        "aggregation": predictor.aggregation,
+    }
     summary = header | summarise(videos, frames, predictor.threshold, predictor.uncertain_band)
     _write_outputs(output_dir, summary, videos)
     if progress:
@@ -145,9 +162,17 @@ def _items_table(items: list[VideoItem]) -> pd.DataFrame:
     rows = []
     for item in items:
         status, error = item.unavailable() or (Status.OK, "")
-        rows.append({"video_id": item.video_id, "path": str(item.path), "label": item.label,
-                     "method": item.method, "split": item.split or "", "status": status,
-                     "error": error})  # fmt: skip
+        rows.append(
+            {
+                "video_id": item.video_id,
+                "path": str(item.path),
+                "label": item.label,
+                "method": item.method,
+                "split": item.split or "",
+                "status": status,
+                "error": error,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -173,8 +198,10 @@ def _score_raw(
         index = todo[position]
         probabilities = [frame.probability for frame in prediction.frames]
         videos.loc[index, ["status", "error", "n_frames"]] = [
-            prediction.status, prediction.error, len(probabilities)
-        ]  # fmt: skip
+            prediction.status,
+            prediction.error,
+            len(probabilities),
+        ]
         if prediction.scored:
             videos.loc[index, "probability"] = prediction.probability
             frames[index] = _frames(videos.loc[index], probabilities)
@@ -188,8 +215,9 @@ def _score_preprocessed(
     as crops.csv says."""
     table, root = read_metadata(data)
     table = _select_split(table, split, data)
-    videos = table.reindex(columns=["video_id", "path", "label", "method", "split", "status",
-                                    "error"], fill_value="")  # fmt: skip
+    videos = table.reindex(
+        columns=["video_id", "path", "label", "method", "split", "status", "error"], fill_value=""
+    )
     tracks = read_tracks(root / "crops.csv")
     videos = videos.assign(probability=math.nan, n_frames=0)
     todo = []
@@ -213,8 +241,10 @@ def _score_preprocessed(
         face, frame = tracks.of(video.video_id, len(probabilities))
         judgement = predictor.judge(video.video_id, face, probabilities, frame)
         videos.loc[index, ["status", "error", "n_frames"]] = [
-            judgement.status, judgement.error, len(probabilities)
-        ]  # fmt: skip
+            judgement.status,
+            judgement.error,
+            len(probabilities),
+        ]
         if judgement.probability is not None:
             videos.loc[index, "probability"] = judgement.probability
             frames[index] = _frames(video, probabilities, face)
@@ -223,8 +253,14 @@ def _score_preprocessed(
 
 def _frames(video: pd.Series, probabilities: ArrayLike, face: ArrayLike = 0) -> pd.DataFrame:
     """One video's scored crops as rows of the frame table (face: its track, per crop)."""
-    return pd.DataFrame({"video_id": video.video_id, "face": face, "label": int(video.label),
-                         "probability": np.asarray(probabilities, np.float64)})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "video_id": video.video_id,
+            "face": face,
+            "label": int(video.label),
+            "probability": np.asarray(probabilities, np.float64),
+        }
+    )
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -249,9 +285,13 @@ def summarise(
     """
     scored = videos[videos.probability.notna()]
     unscored = videos.status[videos.probability.isna()].value_counts()
-    counts = {"videos": len(videos), "scored": len(scored),
-              "real": int((scored.label == 0).sum()), "fake": int((scored.label == 1).sum()),
-              "frames": len(frames)}  # fmt: skip
+    counts = {
+        "videos": len(videos),
+        "scored": len(scored),
+        "real": int((scored.label == 0).sum()),
+        "fake": int((scored.label == 1).sum()),
+        "frames": len(frames),
+    }
     return {
         "threshold": threshold,
         "counts": counts,
@@ -276,10 +316,13 @@ def _uncertain(
     inside = np.zeros(len(p), bool) if band is None else (p > band[0]) & (p < band[1])
     rest = ~inside
     right = (p[rest] >= threshold).astype(int) == labels[rest]
-    return {"band": None if band is None else list(band), "n": int(inside.sum()),
-            "share": float(inside.mean()) if len(p) else math.nan,
-            "accuracy_on_rest": float(right.mean()) if rest.any() else math.nan,
-            "n_rest": int(rest.sum())}  # fmt: skip
+    return {
+        "band": None if band is None else list(band),
+        "n": int(inside.sum()),
+        "share": float(inside.mean()) if len(p) else math.nan,
+        "accuracy_on_rest": float(right.mean()) if rest.any() else math.nan,
+        "n_rest": int(rest.sum()),
+    }
 
 
 def _video_metrics(videos: pd.DataFrame, threshold: float) -> dict[str, Any]:
@@ -309,8 +352,10 @@ def _notes(counts: dict[str, int]) -> list[str]:
     if counts["real"] and counts["fake"]:
         return []
     present = "real" if counts["real"] else "fake"
-    return [f"only {present} videos were scored: {', '.join(RANK_METRICS)} need both classes "
-            "and are undefined"]  # fmt: skip
+    return [
+        f"only {present} videos were scored: {', '.join(RANK_METRICS)} need both classes "
+        "and are undefined"
+    ]
 
 
 # --- outputs ---------------------------------------------------------------------------------
@@ -346,15 +391,24 @@ def plot_roc(scored: pd.DataFrame, summary: dict[str, Any]) -> Figure:
     for name, (videos, auc) in curves.items():
         if not math.isnan(auc):
             fpr, tpr, _ = roc_curve(videos.label.astype(int), videos.probability)
-            axes.plot(fpr, tpr, linewidth=2 if name == "all videos" else 1,
-                      label=f"{name} (AUC {auc:.3f})")  # fmt: skip
+            axes.plot(
+                fpr,
+                tpr,
+                linewidth=2 if name == "all videos" else 1,
+                label=f"{name} (AUC {auc:.3f})",
+            )
     axes.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     if axes.get_legend_handles_labels()[0]:
         axes.legend(loc="lower right", fontsize="small")
     else:
         axes.text(0.5, 0.5, "ROC needs real and fake videos", ha="center", va="center")
-    axes.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1),
-             ylim=(0, 1.01), title="ROC, video level")  # fmt: skip
+    axes.set(
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        title="ROC, video level",
+    )
     return figure
 
 
@@ -387,18 +441,24 @@ def console_report(summary: dict[str, Any]) -> list[Table | str]:
     main.add_row("brier", _cell(video["brier"]), "")
     unscored = ", ".join(f"{status} {n}" for status, n in summary["n_unscored"].items())
     cells = " ".join(f"{name} {n}" for name, n in video["confusion"].items())
-    lines = [f"{counts['scored']} of {counts['videos']} videos scored ({counts['real']} real, "
-             f"{counts['fake']} fake){'; not scored: ' + unscored if unscored else ''}",
-             f"threshold {summary['threshold']:.3f}: {cells}", _uncertain_line(summary),
-             *summary["notes"]]  # fmt: skip
+    lines = [
+        f"{counts['scored']} of {counts['videos']} videos scored ({counts['real']} real, "
+        f"{counts['fake']} fake){'; not scored: ' + unscored if unscored else ''}",
+        f"threshold {summary['threshold']:.3f}: {cells}",
+        _uncertain_line(summary),
+        *summary["notes"],
+    ]
     if not summary["per_method"]:
         return [main, *lines]
     methods = Table(title="per method (its fakes against all real videos)")
     for column in ("method", "fakes", "auc", "ap", "eer", "accuracy"):
         methods.add_column(column, justify="left" if column == "method" else "right")
     for method, metrics in summary["per_method"].items():
-        methods.add_row(method, str(metrics["n_fake"]),
-                        *(_cell(metrics[k]) for k in ("auc", "ap", "eer", "accuracy")))  # fmt: skip
+        methods.add_row(
+            method,
+            str(metrics["n_fake"]),
+            *(_cell(metrics[k]) for k in ("auc", "ap", "eer", "accuracy")),
+        )
     return [main, *lines, methods]
 
 
@@ -407,9 +467,11 @@ def _uncertain_line(summary: dict[str, Any]) -> str:
     if uncertain["band"] is None:
         return "no uncertain band: every scored video called REAL or FAKE"
     low, high = uncertain["band"]
-    return (f"UNCERTAIN (P(fake) in {low:.3f}-{high:.3f}): {uncertain['n']} videos "
-            f"({_cell(uncertain['share'] * 100)}%); accuracy on the other "
-            f"{uncertain['n_rest']}: {_cell(uncertain['accuracy_on_rest'])}")  # fmt: skip
+    return (
+        f"UNCERTAIN (P(fake) in {low:.3f}-{high:.3f}): {uncertain['n']} videos "
+        f"({_cell(uncertain['share'] * 100)}%); accuracy on the other "
+        f"{uncertain['n_rest']}: {_cell(uncertain['accuracy_on_rest'])}"
+    )
 
 
 def _cell(value: float) -> str:

@@ -56,8 +56,14 @@ class Box:
         points = None
         if self.landmarks is not None:
             points = tuple((x * factor + dx, y * factor + dy) for x, y in self.landmarks)
-        return Box(self.x0 * factor + dx, self.y0 * factor + dy, self.x1 * factor + dx,
-                   self.y1 * factor + dy, self.score, points)  # fmt: skip
+        return Box(
+            self.x0 * factor + dx,
+            self.y0 * factor + dy,
+            self.x1 * factor + dx,
+            self.y1 * factor + dy,
+            self.score,
+            points,
+        )
 
     def iou(self, other: Box) -> float:
         ix = max(0.0, min(self.x1, other.x1) - max(self.x0, other.x0))
@@ -176,10 +182,17 @@ class YuNetDetector:
         if faces is None:
             return []
         return [
-            Box(float(x), float(y), float(x + w), float(y + h), float(row[14]),
-                tuple((float(row[i]), float(row[i + 1])) for i in range(4, 14, 2)))
-            for row in faces for x, y, w, h in [row[:4]]
-        ]  # fmt: skip
+            Box(
+                float(x),
+                float(y),
+                float(x + w),
+                float(y + h),
+                float(row[14]),
+                tuple((float(row[i]), float(row[i + 1])) for i in range(4, 14, 2)),
+            )
+            for row in faces
+            for x, y, w, h in [row[:4]]
+        ]
 
 
 MAX_UPSCALE = 2.0
@@ -291,8 +304,11 @@ def follow_faces(
             boxes = detect_faces(detector, image, detect_size, retry_larger=False)
             _add_scanned(boxes, known, lost, found, new_faces)
         kept = sorted(found, key=lambda face: found[face].area, reverse=True)[:max_faces]
-        missed = {face: (box, misses + 1) for face, (box, misses) in known.items()
-                  if face not in found and misses < scan_every}  # fmt: skip
+        missed = {
+            face: (box, misses + 1)
+            for face, (box, misses) in known.items()
+            if face not in found and misses < scan_every
+        }
         followed = missed | {face: (found[face], 0) for face in kept}
         seen = {face: box for face, (box, _) in known.items()} | found
         lost = {f: b for f, b in (lost | seen).items() if f not in followed}
@@ -432,8 +448,11 @@ def refine_alignment(
     """
     zoom = ALIGN_REFINE_SIZE / size
     upright = matrix * zoom  # the same alignment into a crop ALIGN_REFINE_SIZE px wide
-    found = [b for b in detector.detect(crop_aligned(image, upright, ALIGN_REFINE_SIZE))
-             if b.landmarks is not None]  # fmt: skip
+    found = [
+        b
+        for b in detector.detect(crop_aligned(image, upright, ALIGN_REFINE_SIZE))
+        if b.landmarks is not None
+    ]
     if not found:
         return matrix
     points = max(found, key=lambda b: b.area).points
@@ -467,8 +486,14 @@ def crop_aligned(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray
         # a pixel centre of the shrunk region, back in the region: (p + 0.5) * enlarge - 0.5
         moved[:, 2] += moved[:, :2] @ (0.5 * enlarge - 0.5)
         moved[:, :2] *= enlarge
-    return cv2.warpAffine(region, moved, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))  # fmt: skip
+    return cv2.warpAffine(
+        region,
+        moved,
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
+    )
 
 
 @dataclass

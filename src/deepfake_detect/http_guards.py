@@ -67,8 +67,9 @@ class UploadGuard:
             try:
                 message = await asyncio.wait_for(receive(), max(deadline - clock(), 0))
             except TimeoutError:
-                raise HTTPException(408, too_slow(self.timeout_s),
-                                    headers={"Connection": "close"}) from None  # fmt: skip
+                raise HTTPException(
+                    408, too_slow(self.timeout_s), headers={"Connection": "close"}
+                ) from None
             received += len(message.get("body", b""))
             ended = not message.get("more_body", False)
             if received > self.max_bytes:
@@ -106,14 +107,19 @@ class SameOriginOnly:
         host = headers.get("host", "")
         own = _origin_parts(f"{scope['scheme']}://{host}")
         if own is None or not self.is_allowed_host(own[1]):
-            refusal = JSONResponse({"detail": f"Host {host!r} does not name this server; "
-                                    "start it with --allowed-host NAME to answer to NAME"},
-                                   status_code=400)  # fmt: skip
+            refusal = JSONResponse(
+                {
+                    "detail": f"Host {host!r} does not name this server; "
+                    "start it with --allowed-host NAME to answer to NAME"
+                },
+                status_code=400,
+            )
             return await refusal(scope, receive, send)
         origin = headers.get("origin")
         if scope["method"] not in SAFE_METHODS and origin and _origin_parts(origin) != own:
-            refusal = JSONResponse({"detail": f"cross-origin request from {origin!r} refused"},
-                                   status_code=403)  # fmt: skip
+            refusal = JSONResponse(
+                {"detail": f"cross-origin request from {origin!r} refused"}, status_code=403
+            )
             return await refusal(scope, receive, send)
         await self.app(scope, receive, send)
 
@@ -202,8 +208,14 @@ def server_config(
     """uvicorn's settings for `app`: request heads within `header_timeout_s`, and at most
     `max_connections` open connections (requests beyond get 503)."""
     protocol = functools.partial(HeaderTimeoutProtocol, header_timeout_s=header_timeout_s)
-    return uvicorn.Config(app, host=host, port=port, http=protocol,
-                          limit_concurrency=max_connections, log_level=log_level)  # fmt: skip
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=protocol,
+        limit_concurrency=max_connections,
+        log_level=log_level,
+    )
 
 
 def is_loopback(host: str) -> bool:

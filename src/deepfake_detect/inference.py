@@ -125,8 +125,10 @@ class VideoPrediction:
             return ""
         low, high = self.uncertain_band
         seen = f"; fake-looking: {describe(self.segments)}" if self.segments else ""
-        return (f"P(fake) {self.probability:.3f} is inside {low:.3f}-{high:.3f}, where the "
-                f"model could not call validation videos reliably{seen}")  # fmt: skip
+        return (
+            f"P(fake) {self.probability:.3f} is inside {low:.3f}-{high:.3f}, where the "
+            f"model could not call validation videos reliably{seen}"
+        )
 
     def to_dict(self, per_frame: bool = False) -> dict[str, Any]:
         """JSON-ready summary (per-frame scores and sample times only when asked: they can be
@@ -248,39 +250,80 @@ class Predictor:
         `keep_crops` (a report shows some); `on_progress` gets each sampled frame's time and
         the video's duration.
         """
-        base = {"path": str(path), "threshold": self.threshold, "aggregation": self.aggregation,
-                "uncertain_band": self.uncertain_band}  # fmt: skip
+        base = {
+            "path": str(path),
+            "threshold": self.threshold,
+            "aggregation": self.aggregation,
+            "uncertain_band": self.uncertain_band,
+        }
         try:
             faces = extract_faces(
-                Path(path), self.crop_config, max_pixels=self.max_pixels,
+                Path(path),
+                self.crop_config,
+                max_pixels=self.max_pixels,
                 score=lambda crops: self.probabilities(self.score_crops(crops)),
-                keep_crops=keep_crops, batch_size=self.batch_size, on_progress=on_progress,
-            )  # fmt: skip
+                keep_crops=keep_crops,
+                batch_size=self.batch_size,
+                on_progress=on_progress,
+            )
         except VideoError as error:
             return VideoPrediction(status=error.status, error=str(error), **base)
         except Exception as error:  # a batch of videos goes on past any one of them
             return VideoPrediction(status=Status.ERROR, error=f"{path}: {error}", **base)
         probabilities = faces.scores
-        frames = [FrameScore(**{k: r[k] for k in ("crop_index", "frame_index", "timestamp",
-                                                  "face_index", "x0", "y0", "x1", "y1")},
-                             probability=float(p), landmarks=record_landmarks(r),
-                             score=r["score"] if np.isfinite(r["score"]) else None)
-                  for r, p in zip(faces.records, probabilities, strict=True)]  # fmt: skip
-        judgement = self.judge(str(path), [f.face_index for f in frames], probabilities,
-                               [f.frame_index for f in frames])  # fmt: skip
+        frames = [
+            FrameScore(
+                **{
+                    k: r[k]
+                    for k in (
+                        "crop_index",
+                        "frame_index",
+                        "timestamp",
+                        "face_index",
+                        "x0",
+                        "y0",
+                        "x1",
+                        "y1",
+                    )
+                },
+                probability=float(p),
+                landmarks=record_landmarks(r),
+                score=r["score"] if np.isfinite(r["score"]) else None,
+            )
+            for r, p in zip(faces.records, probabilities, strict=True)
+        ]
+        judgement = self.judge(
+            str(path),
+            [f.face_index for f in frames],
+            probabilities,
+            [f.frame_index for f in frames],
+        )
         if judgement.status == Status.MODEL_ERROR:
             frames = []  # no score of this model on this video can be trusted, nor shown
         info = faces.info
-        video = {"fps": info.fps, "width": info.width, "height": info.height,
-                 "duration": info.duration, "n_frames": info.n_frames, "rotation": info.rotation,
-                 "frames_sampled": faces.n_frames_sampled}  # fmt: skip
+        video = {
+            "fps": info.fps,
+            "width": info.width,
+            "height": info.height,
+            "duration": info.duration,
+            "n_frames": info.n_frames,
+            "rotation": info.rotation,
+            "frames_sampled": faces.n_frames_sampled,
+        }
         return VideoPrediction(
-            status=judgement.status, error=judgement.error, probability=judgement.probability,
-            verdict=judgement.verdict, persons=judgement.persons,
+            status=judgement.status,
+            error=judgement.error,
+            probability=judgement.probability,
+            verdict=judgement.verdict,
+            persons=judgement.persons,
             segments=self.segments(frames, judgement.persons) if judgement.verdict else [],
-            frames=frames, sample_times=faces.sample_times, video=video, timings=faces.timings,
-            crops=faces.crops, **base,
-        )  # fmt: skip
+            frames=frames,
+            sample_times=faces.sample_times,
+            video=video,
+            timings=faces.timings,
+            crops=faces.crops,
+            **base,
+        )
 
     def predict_all(
         self, paths: Sequence[Path], keep_crops: bool = False
@@ -304,9 +347,12 @@ class Predictor:
         counted = {p.face_index for p in persons if p.counted}
         mine = [f for f in frames if f.face_index in counted]
         return find_segments(
-            [f.face_index for f in mine], [f.frame_index for f in mine],
-            [f.timestamp for f in mine], [f.probability for f in mine], self.threshold,
-        )  # fmt: skip
+            [f.face_index for f in mine],
+            [f.frame_index for f in mine],
+            [f.timestamp for f in mine],
+            [f.probability for f in mine],
+            self.threshold,
+        )
 
     def judge(
         self,
@@ -322,14 +368,17 @@ class Predictor:
         """
         if not np.isfinite(probabilities).all():
             bad = int(np.count_nonzero(~np.isfinite(probabilities)))
-            message = (f"{name}: the model gave {bad} of {len(probabilities)} scores that are "
-                       "not a number (NaN or inf); its weights or input are broken")  # fmt: skip
+            message = (
+                f"{name}: the model gave {bad} of {len(probabilities)} scores that are "
+                "not a number (NaN or inf); its weights or input are broken"
+            )
             return Judgement([], None, None, Status.MODEL_ERROR, message)
         score = score_video(probabilities, face_indices, frame_indices, self.aggregation)
         persons, probability = score.persons, score.probability
         if score.longest < self.min_frames:
-            message = (f"{name}: a face in only {score.longest} frames (at least "
-                       f"{self.min_frames} needed)")  # fmt: skip
+            message = (
+                f"{name}: a face in only {score.longest} frames (at least {self.min_frames} needed)"
+            )
             return Judgement(persons, None, None, "too_few_frames", message)
         return Judgement(persons, probability, self.verdict(probability), Status.OK, "")
 
@@ -370,20 +419,40 @@ def collect_videos(inputs: Sequence[str]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-VIDEO_COLUMNS = ["path", "status", "verdict", "probability", "threshold", "n_persons",
-                 "n_frames_scored", "aggregation", "segments", "error",
-                 "uncertain_band"]  # fmt: skip
+VIDEO_COLUMNS = [
+    "path",
+    "status",
+    "verdict",
+    "probability",
+    "threshold",
+    "n_persons",
+    "n_frames_scored",
+    "aggregation",
+    "segments",
+    "error",
+    "uncertain_band",
+]
 SEGMENT_COLUMNS = ["path", *Segment.__dataclass_fields__]
 
 
 def videos_table(predictions: Sequence[VideoPrediction]) -> pd.DataFrame:
     """One row per video (the --csv schema); `segments` lists the fake-looking ones."""
-    rows = [{"path": p.path, "status": p.status, "verdict": p.verdict,
-             "probability": p.probability, "threshold": p.threshold,
-             "n_persons": len(p.persons), "n_frames_scored": len(p.frames),
-             "aggregation": p.aggregation, "segments": describe(p.segments, len(p.segments)),
-             "error": p.error, "uncertain_band": _band_text(p.uncertain_band)}
-            for p in predictions]  # fmt: skip
+    rows = [
+        {
+            "path": p.path,
+            "status": p.status,
+            "verdict": p.verdict,
+            "probability": p.probability,
+            "threshold": p.threshold,
+            "n_persons": len(p.persons),
+            "n_frames_scored": len(p.frames),
+            "aggregation": p.aggregation,
+            "segments": describe(p.segments, len(p.segments)),
+            "error": p.error,
+            "uncertain_band": _band_text(p.uncertain_band),
+        }
+        for p in predictions
+    ]
     return pd.DataFrame(rows, columns=VIDEO_COLUMNS)
 
 
@@ -489,9 +558,11 @@ def verdict_table(predictions: Sequence[VideoPrediction]) -> Table:
     for p in predictions:
         verdict = p.summary if p.scored else "could not score"
         table.add_row(
-            Path(p.path).name, f"[{styles.get(p.verdict or '', 'yellow')}]{escape(verdict)}[/]",
+            Path(p.path).name,
+            f"[{styles.get(p.verdict or '', 'yellow')}]{escape(verdict)}[/]",
             "-" if p.probability is None else f"{p.probability:.3f}",
-            str(len(p.persons)), str(len(p.frames)),
+            str(len(p.persons)),
+            str(len(p.frames)),
             p.status if p.scored else f"{p.status}: {p.error}",
-        )  # fmt: skip
+        )
     return table

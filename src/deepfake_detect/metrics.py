@@ -213,10 +213,12 @@ def bootstrap_auc_interval(
     # AUC = P(fake score > real score) + half the ties, over every real/fake pair; resamples
     # are compared in chunks of about 10 million pairs
     chunk = max(1, 10_000_000 // (reals.size * fakes.size))
-    aucs = np.concatenate([
-        _pair_auc(fake_draws[start : start + chunk], real_draws[start : start + chunk])
-        for start in range(0, n_resamples, chunk)
-    ])  # fmt: skip
+    aucs = np.concatenate(
+        [
+            _pair_auc(fake_draws[start : start + chunk], real_draws[start : start + chunk])
+            for start in range(0, n_resamples, chunk)
+        ]
+    )
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(aucs, [tail, 100 - tail])
     return float(low), float(high)

@@ -107,11 +107,19 @@ def process_video(
     _save_npy(faces_dir / npy_name, faces.crops)
     info = faces.info
     video_fields = {
-        "fps": info.fps, "width": info.width, "height": info.height,
-        "duration": info.duration, "n_frames": info.n_frames, "rotation": info.rotation,
-        "npy_path": f"{faces_dir.name}/{npy_name}", "n_frames_saved": faces.n_frames_with_faces,
-        "n_crops": len(faces.crops), "n_faces": faces.n_faces, "status": Status.OK, "error": "",
-    }  # fmt: skip
+        "fps": info.fps,
+        "width": info.width,
+        "height": info.height,
+        "duration": info.duration,
+        "n_frames": info.n_frames,
+        "rotation": info.rotation,
+        "npy_path": f"{faces_dir.name}/{npy_name}",
+        "n_frames_saved": faces.n_frames_with_faces,
+        "n_crops": len(faces.crops),
+        "n_faces": faces.n_faces,
+        "status": Status.OK,
+        "error": "",
+    }
     records = [{"video_id": item.video_id} | record for record in faces.records]
     return ProcessedVideo(item.video_id, video_fields, records)
 
@@ -401,10 +409,13 @@ class VideoDataProcessor:
             "parameters": wanted,
             "datasets": [str(d) for d in self.dataset_dirs],
             "dataset_format": self.dataset_format,
-            "splits": {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
-                       "seed": self.seed},
+            "splits": {
+                "val_fraction": self.val_fraction,
+                "test_fraction": self.test_fraction,
+                "seed": self.seed,
+            },
             "versions": _versions(),
-        }  # fmt: skip
+        }
         with atomic_path(settings_path) as tmp:
             tmp.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
 
@@ -432,10 +443,14 @@ class VideoDataProcessor:
     def _execute(self, items: list[VideoItem], total: int, done: int) -> Iterator[ProcessedVideo]:
         """Run `process_video` over the items with a progress bar; yield results as they come."""
         columns = (
-            TextColumn("[bold]preprocess"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("[bold]preprocess"),
+            BarColumn(),
+            MofNCompleteColumn(),
             TextColumn("videos  {task.fields[crops]} crops  {task.fields[rate]}"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        )  # fmt: skip
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+        )
         start, crops = time.monotonic(), 0
         with Progress(*columns, console=self.console, disable=not self.progress) as bar:
             task = bar.add_task("", total=total, completed=done, crops=0, rate="")
@@ -470,15 +485,21 @@ class VideoDataProcessor:
             running: dict[Future, VideoItem] = {}
             try:
                 with ProcessPoolExecutor(
-                    self.num_workers, mp_context=get_context("spawn"),
-                    initializer=_one_core_per_worker, initargs=(os.getpid(),),
-                ) as pool:  # fmt: skip
+                    self.num_workers,
+                    mp_context=get_context("spawn"),
+                    initializer=_one_core_per_worker,
+                    initargs=(os.getpid(),),
+                ) as pool:
                     while batch or running:
                         while batch and len(running) < 2 * self.num_workers:
                             job = pool.submit(
-                                process_video, batch[-1], self.config, self.faces_dir,
-                                threads=1, max_pixels=self.max_pixels,
-                            )  # fmt: skip
+                                process_video,
+                                batch[-1],
+                                self.config,
+                                self.faces_dir,
+                                threads=1,
+                                max_pixels=self.max_pixels,
+                            )
                             running[job] = batch.pop()
                         finished, _ = wait(running, return_when=FIRST_COMPLETED)
                         for future in finished:
@@ -501,9 +522,14 @@ class VideoDataProcessor:
 
         ray = connect(self.ray_address, num_cpus=self.num_workers or None)
         tasks = map_tasks(
-            ray, process_video_on_ray, items, self.config, self.faces_dir, self.max_pixels,
+            ray,
+            process_video_on_ray,
+            items,
+            self.config,
+            self.faces_dir,
+            self.max_pixels,
             os.getcwd(),
-        )  # fmt: skip
+        )
         for item, result in tasks:
             if isinstance(result, WorkerCrash):
                 message = f"{item.path}: the worker decoding it died"

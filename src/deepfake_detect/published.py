@@ -158,8 +158,11 @@ def _dfdc_member(checkpoint: Any, path: Path) -> tuple[str, StateDict]:
     stray = [key for key in state if not key.startswith("encoder.")]
     if stray:
         raise ConversionError(f"{path}: unexpected weights {', '.join(stray[:3])}")
-    member = {f"backbone.{key.removeprefix('encoder.')}": value for key, value in state.items()
-              if not key.startswith("encoder.classifier.")}  # fmt: skip
+    member = {
+        f"backbone.{key.removeprefix('encoder.')}": value
+        for key, value in state.items()
+        if not key.startswith("encoder.classifier.")
+    }
     return encoder, member | {
         "backbone.classifier.weight": weight,
         "backbone.classifier.bias": bias,
@@ -178,8 +181,11 @@ def _convert_dfdc(paths: Sequence[Path]) -> tuple[ModelConfig, StateDict]:
     config = ModelConfig(encoders.pop(), 380, mean, std, drop_rate=0.0, members=len(members))
     if len(members) == 1:
         return config, members[0][1]
-    return config, {f"members.{i}.{key}": value for i, (_, state) in enumerate(members)
-                    for key, value in state.items()}  # fmt: skip
+    return config, {
+        f"members.{i}.{key}": value
+        for i, (_, state) in enumerate(members)
+        for key, value in state.items()
+    }
 
 
 # --- GenD (WACV 2026): Hugging Face CLIP vision encoder, linear head on its class token ---------
@@ -429,11 +435,14 @@ def import_detector(
         aggregation=detector.aggregation,
         versions=library_versions(),
         provenance=Provenance(
-            source=detector.source, url=detector.url, licence=detector.licence,
-            citation=detector.citation, reported=detector.reported,
+            source=detector.source,
+            url=detector.url,
+            licence=detector.licence,
+            citation=detector.citation,
+            reported=detector.reported,
             files=[SourceFile(p.name, file_sha256(p), p.stat().st_size) for p in paths],
             authors_crop=detector.authors_crop,
             differences=[d.format(detector=face_detector) for d in detector.differences],
         ),
-    )  # fmt: skip
+    )
     return save_artifact(Path(output_dir), network.eval(), artifact)

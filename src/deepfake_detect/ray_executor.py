@@ -70,8 +70,13 @@ def _cluster_cpus(ray: ModuleType) -> int:
 def _crash_errors(ray: ModuleType) -> tuple[type[BaseException], ...]:
     """The exceptions that mean the worker (or its node) died, not that the function raised."""
     found = ray.exceptions
-    return (found.WorkerCrashedError, found.NodeDiedError, found.ObjectLostError,
-            found.RayActorError, found.OutOfMemoryError)  # fmt: skip
+    return (
+        found.WorkerCrashedError,
+        found.NodeDiedError,
+        found.ObjectLostError,
+        found.RayActorError,
+        found.OutOfMemoryError,
+    )
 
 
 def _task_failure(ray: ModuleType, error: BaseException) -> RayError:
@@ -139,9 +144,11 @@ class ActorPool:
     ) -> None:
         self.ray = ray
         self.remote_class = ray.remote(
-            num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=MAX_RETRIES,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            max_restarts=MAX_RETRIES,
             max_task_retries=MAX_RETRIES,
-        )(actor_class)  # fmt: skip
+        )(actor_class)
         self.args = args
         if size is None:
             resources = ray.cluster_resources()
@@ -223,9 +230,12 @@ class RayPredictors:
     ) -> None:
         ray = connect(address, num_cpus)
         self.pool = ActorPool(
-            ray, PredictorActor, (str(Path(model).resolve()), options), size=actors,
+            ray,
+            PredictorActor,
+            (str(Path(model).resolve()), options),
+            size=actors,
             num_gpus=gpus_per_actor,
-        )  # fmt: skip
+        )
 
     def predict_all(self, paths: Sequence[Path], keep_crops: bool = False) -> Iterator[Any]:
         from deepfake_detect.inference import VideoPrediction

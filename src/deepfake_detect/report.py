@@ -108,8 +108,9 @@ def heatmap_overlay(crop: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
     """
     height, width = crop.shape[:2]
     heat = cv2.resize(heatmap, (width, height))
-    colours = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * heat), cv2.COLORMAP_JET),
-                           cv2.COLOR_BGR2RGB)  # fmt: skip
+    colours = cv2.cvtColor(
+        cv2.applyColorMap(np.uint8(255 * heat), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB
+    )
     opacity = (0.15 + 0.55 * heat)[..., None]
     return np.uint8(np.rint(crop * (1 - opacity) + colours * opacity))
 
@@ -249,8 +250,10 @@ def _page_header(predictions: list[VideoPrediction], predictor: Predictor) -> st
 def _band(band: tuple[float, float] | None) -> str:
     if band is None:
         return "none (every scored video is called REAL or FAKE)"
-    return (f"{band[0]:.3f}-{band[1]:.3f}: videos scored inside are UNCERTAIN (on validation "
-            "the model could not call them reliably)")  # fmt: skip
+    return (
+        f"{band[0]:.3f}-{band[1]:.3f}: videos scored inside are UNCERTAIN (on validation "
+        "the model could not call them reliably)"
+    )
 
 
 def _crop_settings(crop: CropConfig) -> str:
@@ -345,20 +348,48 @@ def _timeline(prediction: VideoPrediction) -> str:
     threshold = prediction.threshold
     axes.axhspan(threshold, 1.02, color="#a3001b", alpha=0.06, linewidth=0)
     for number, segment in enumerate(prediction.segments):
-        axes.axvspan(segment.start, segment.end, color="#a3001b", alpha=0.18, linewidth=0,
-                     label="fake-looking" if number == 0 else None)  # fmt: skip
+        axes.axvspan(
+            segment.start,
+            segment.end,
+            color="#a3001b",
+            alpha=0.18,
+            linewidth=0,
+            label="fake-looking" if number == 0 else None,
+        )
     for person in prediction.persons:
-        points = sorted((f.timestamp, f.probability) for f in prediction.frames
-                        if f.face_index == person.face_index)  # fmt: skip
+        points = sorted(
+            (f.timestamp, f.probability)
+            for f in prediction.frames
+            if f.face_index == person.face_index
+        )
         times, probabilities = zip(*points, strict=True)
-        axes.plot(times, probabilities, marker="o", markersize=3.5, linewidth=1.6, clip_on=False,
-                  label=f"face {person.face_index}")  # fmt: skip
-    axes.axhline(threshold, color="#1b1b1f", linestyle="--", linewidth=1.2,
-                 label=f"threshold {threshold:.2f}")  # fmt: skip
+        axes.plot(
+            times,
+            probabilities,
+            marker="o",
+            markersize=3.5,
+            linewidth=1.6,
+            clip_on=False,
+            label=f"face {person.face_index}",
+        )
+    axes.axhline(
+        threshold,
+        color="#1b1b1f",
+        linestyle="--",
+        linewidth=1.2,
+        label=f"threshold {threshold:.2f}",
+    )
     if prediction.sample_times:  # a rug under the scores: where the samples were taken
-        axes.plot(prediction.sample_times, np.full(len(prediction.sample_times), RUG_Y),
-                  linestyle="", marker="|", markersize=6, color="#4a4a55", clip_on=False,
-                  label="sampled")  # fmt: skip
+        axes.plot(
+            prediction.sample_times,
+            np.full(len(prediction.sample_times), RUG_Y),
+            linestyle="",
+            marker="|",
+            markersize=6,
+            color="#4a4a55",
+            clip_on=False,
+            label="sampled",
+        )
     duration = float(prediction.video.get("duration") or 0)
     if duration > 0:
         axes.set_xlim(0, duration)
@@ -370,15 +401,28 @@ def _timeline(prediction: VideoPrediction) -> str:
     axes.set_ylabel("fake probability")
     axes.grid(alpha=0.3)
     axes.spines[["top", "right"]].set_visible(False)
-    axes.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=5, frameon=False,
-                fontsize="small", borderaxespad=0.2)  # fmt: skip
-    people = "; ".join(f"face {p.face_index}: {p.probability:.2f} over {p.n_frames} frames"
-                       for p in prediction.persons)  # fmt: skip
-    marked = (f" Fake-looking segments shaded: {_segment_list(prediction.segments)}."
-              if prediction.segments else "")  # fmt: skip
-    alt = (f"Line chart of each face's fake probability against time, threshold "
-           f"{threshold:.2f} dashed, {len(prediction.sample_times)} sampled times ticked on the "
-           f"time axis. {people}.{marked}")  # fmt: skip
+    axes.legend(
+        loc="lower left",
+        bbox_to_anchor=(0, 1.0),
+        ncols=5,
+        frameon=False,
+        fontsize="small",
+        borderaxespad=0.2,
+    )
+    people = "; ".join(
+        f"face {p.face_index}: {p.probability:.2f} over {p.n_frames} frames"
+        for p in prediction.persons
+    )
+    marked = (
+        f" Fake-looking segments shaded: {_segment_list(prediction.segments)}."
+        if prediction.segments
+        else ""
+    )
+    alt = (
+        f"Line chart of each face's fake probability against time, threshold "
+        f"{threshold:.2f} dashed, {len(prediction.sample_times)} sampled times ticked on the "
+        f"time axis. {people}.{marked}"
+    )
     return f"<h3>Fake probability over time</h3>\n{_img(_figure_png(figure), alt, 'timeline')}"
 
 
@@ -411,8 +455,11 @@ def _segments(prediction: VideoPrediction, explainer: _Explainer | None) -> str:
 
 def _most_suspicious_in(frames: list[FrameScore], segment: Segment) -> FrameScore | None:
     """The segment's person's highest-scoring sample inside the segment."""
-    inside = [f for f in frames if f.face_index == segment.face_index
-              and segment.start <= f.timestamp <= segment.end]  # fmt: skip
+    inside = [
+        f
+        for f in frames
+        if f.face_index == segment.face_index and segment.start <= f.timestamp <= segment.end
+    ]
     return max(inside, key=lambda f: f.probability, default=None)
 
 
@@ -580,8 +627,16 @@ def _draw_faces(image: np.ndarray, faces: Iterable[FrameScore]) -> None:
         top = y0 - label_height if y0 >= label_height else max(y0, 0)
         left = min(max(x0, 0), max(image.shape[1] - width - 2 * pad, 0))
         cv2.rectangle(image, (left, top), (left + width + 2 * pad, top + label_height), colour, -1)
-        cv2.putText(image, label, (left + pad, top + pad + height), font, font_scale, (0, 0, 0),
-                    max(1, thickness // 2), cv2.LINE_AA)  # fmt: skip
+        cv2.putText(
+            image,
+            label,
+            (left + pad, top + pad + height),
+            font,
+            font_scale,
+            (0, 0, 0),
+            max(1, thickness // 2),
+            cv2.LINE_AA,
+        )
 
 
 def _even_sized(image: np.ndarray) -> np.ndarray:

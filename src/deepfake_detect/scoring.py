@@ -81,10 +81,11 @@ def score_video(
     tracks = {int(face): p[faces == face] for face in np.unique(faces)}
     longest = max(len(scores) for scores in tracks.values())
     persons = [
-        PersonScore(face, float(per_person(scores)), len(scores),
-                    len(scores) >= MIN_TRACK_SHARE * longest)
+        PersonScore(
+            face, float(per_person(scores)), len(scores), len(scores) >= MIN_TRACK_SHARE * longest
+        )
         for face, scores in sorted(tracks.items())
-    ]  # fmt: skip
+    ]
     if rule in FRAME_RULES:
         counted = np.isin(faces, [person.face_index for person in persons if person.counted])
         frames = np.arange(p.size) if frame_indices is None else np.asarray(frame_indices)
@@ -118,9 +119,11 @@ def score_videos(
         if np.unique(y[where]).size > 1:
             raise ValueError(f"crops of video {video_id} carry both labels")
         score = score_video(
-            p[where], None if faces is None else faces[where],
-            None if frames is None else frames[where], rule,
-        )  # fmt: skip
+            p[where],
+            None if faces is None else faces[where],
+            None if frames is None else frames[where],
+            rule,
+        )
         rows.append((video_id, int(y[where][0]), score.probability, len(where)))
     return pd.DataFrame(rows, columns=["video_id", "label", "probability", "n_frames"])
 
@@ -191,13 +194,21 @@ class VideoCrops:
         y = np.asarray(labels).reshape(-1)
         indices = ids.groupby(ids, sort=False).indices
         groups = [np.asarray(where) for where in indices.values()]
-        return cls(list(indices), np.array([int(y[g[0]]) for g in groups]), groups,
-                   np.asarray(face_indices), np.asarray(frame_indices), rule)  # fmt: skip
+        return cls(
+            list(indices),
+            np.array([int(y[g[0]]) for g in groups]),
+            groups,
+            np.asarray(face_indices),
+            np.asarray(frame_indices),
+            rule,
+        )
 
     def scores(self, probabilities: ArrayLike) -> np.ndarray:
         """Each video's probability (in `video_ids` order) from its crops' probabilities."""
         p = np.asarray(probabilities, dtype=np.float64).reshape(-1)
-        return np.array([
-            score_video(p[g], self.faces[g], self.frames[g], self.rule).probability
-            for g in self.groups
-        ])  # fmt: skip
+        return np.array(
+            [
+                score_video(p[g], self.faces[g], self.frames[g], self.rule).probability
+                for g in self.groups
+            ]
+        )

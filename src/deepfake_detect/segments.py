@@ -64,9 +64,14 @@ def find_segments(
         mine = np.flatnonzero(faces == face)
         mine = mine[np.argsort(np.asarray(times)[mine], kind="stable")]
         segments += _person_segments(
-            int(face), np.asarray(frame_indices, np.int64)[mine], np.asarray(times, float)[mine],
-            np.asarray(probabilities, float)[mine], threshold, smoothing, min_samples,
-        )  # fmt: skip
+            int(face),
+            np.asarray(frame_indices, np.int64)[mine],
+            np.asarray(times, float)[mine],
+            np.asarray(probabilities, float)[mine],
+            threshold,
+            smoothing,
+            min_samples,
+        )
     return sorted(segments, key=lambda segment: (segment.start, segment.face_index))
 
 
@@ -89,15 +94,17 @@ def _person_segments(
         if stop - first < min_samples:
             continue
         before, after = max(first - 1, 0), min(last + 1, len(times) - 1)
-        segments.append(Segment(
-            face_index=face,
-            start=float((times[before] + times[first]) / 2),
-            end=float((times[last] + times[after]) / 2),
-            start_frame=int((frames[before] + frames[first]) // 2),
-            end_frame=int(-(-(frames[last] + frames[after]) // 2)),
-            mean_probability=float(probabilities[first:stop].mean()),
-            n_frames=int(stop - first),
-        ))  # fmt: skip
+        segments.append(
+            Segment(
+                face_index=face,
+                start=float((times[before] + times[first]) / 2),
+                end=float((times[last] + times[after]) / 2),
+                start_frame=int((frames[before] + frames[first]) // 2),
+                end_frame=int(-(-(frames[last] + frames[after]) // 2)),
+                mean_probability=float(probabilities[first:stop].mean()),
+                n_frames=int(stop - first),
+            )
+        )
     return segments
 
 

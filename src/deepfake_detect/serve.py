@@ -264,9 +264,14 @@ class JobStore:
 
     def status(self, job: Job) -> JobStatus:
         with self.lock:
-            return JobStatus(id=job.id, state=job.state, submitted=job.submitted,
-                             finished=job.finished, error=job.error,
-                             result=job.result)  # fmt: skip
+            return JobStatus(
+                id=job.id,
+                state=job.state,
+                submitted=job.submitted,
+                finished=job.finished,
+                error=job.error,
+                result=job.result,
+            )
 
     def sweep(self) -> None:
         """Delete the jobs, and their files, that ended more than the retention time ago."""
@@ -293,9 +298,10 @@ def display_name(client_name: str | None) -> str:
 
 def busy() -> HTTPException:
     return HTTPException(
-        429, "the server is busy: too many videos queued; try again shortly",
+        429,
+        "the server is busy: too many videos queued; try again shortly",
         headers={"Retry-After": str(RETRY_AFTER_S)},
-    )  # fmt: skip
+    )
 
 
 def _public(message: str, job: Job) -> str:
@@ -343,18 +349,27 @@ def create_app(
         header_timeout_s: the grace before the body's floor rate applies (the same time the
             server gives a request head, see `server_config`).
     """
-    for name, value in {"workers": workers, "queue": queue, "max_upload_mb": max_upload_mb,
-                        "retention_s": retention_s, "upload_timeout_s": upload_timeout_s,
-                        "header_timeout_s": header_timeout_s}.items():  # fmt: skip
+    for name, value in {
+        "workers": workers,
+        "queue": queue,
+        "max_upload_mb": max_upload_mb,
+        "retention_s": retention_s,
+        "upload_timeout_s": upload_timeout_s,
+        "header_timeout_s": header_timeout_s,
+    }.items():
         if value <= 0:
             raise ServeError(f"{name} must be positive, got {value}")
     if token is not None and not token.strip():
         raise ServeError("--token must not be empty")
     max_bytes = int(max_upload_mb * 1e6)
     store = JobStore(
-        predictor, Path(tempfile.mkdtemp(prefix="deepfake-detect-", dir=work_dir)),
-        workers=workers, queue=queue, retention_s=retention_s, max_upload_bytes=max_bytes,
-    )  # fmt: skip
+        predictor,
+        Path(tempfile.mkdtemp(prefix="deepfake-detect-", dir=work_dir)),
+        workers=workers,
+        queue=queue,
+        retention_s=retention_s,
+        max_upload_bytes=max_bytes,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -375,9 +390,13 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    app.add_middleware(UploadGuard, max_bytes=max_bytes + MULTIPART_SLACK_BYTES,
-                       message=too_large(max_bytes), timeout_s=upload_timeout_s,
-                       grace_s=header_timeout_s)  # fmt: skip
+    app.add_middleware(
+        UploadGuard,
+        max_bytes=max_bytes + MULTIPART_SLACK_BYTES,
+        message=too_large(max_bytes),
+        timeout_s=upload_timeout_s,
+        grace_s=header_timeout_s,
+    )
     # Added last, so it runs first: a request for another host is refused before anything.
     app.add_middleware(SameOriginOnly, is_allowed_host=host_names(host, allowed_hosts))
 
@@ -391,9 +410,14 @@ def create_app(
     def healthz() -> Health:
         """Liveness, the model's name and input size, and the upload limit (no token needed)."""
         model = predictor.artifact.model
-        return Health(status="ok", model=model.name, input_size=model.input_size,
-                      version=__version__, token_required=token is not None,
-                      max_upload_mb=max_upload_mb)  # fmt: skip
+        return Health(
+            status="ok",
+            model=model.name,
+            input_size=model.input_size,
+            version=__version__,
+            token_required=token is not None,
+            max_upload_mb=max_upload_mb,
+        )
 
     app.include_router(_api_router(store, token))
     return app
@@ -411,8 +435,9 @@ def _bearer_check(token: str) -> Callable[..., None]:
     def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
         given = credentials.credentials.encode() if credentials else None
         if given is None or not secrets.compare_digest(given, token.encode()):
-            raise HTTPException(401, "a valid bearer token is required",
-                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+            raise HTTPException(
+                401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
 
     return check
 
@@ -429,7 +454,8 @@ def _api_router(store: JobStore, token: str | None) -> APIRouter:
         "/jobs",
         status_code=202,
         openapi_extra={"requestBody": UPLOAD_BODY},
-        responses=errors | {
+        responses=errors
+        | {
             400: {"description": "`Host` does not name this server."},
             403: {"description": "A request from another origin (a page of another site)."},
             408: {"description": "The upload was too slow (under the floor rate, or too long)."},
@@ -438,7 +464,7 @@ def _api_router(store: JobStore, token: str | None) -> APIRouter:
             422: {"description": "No file field named `file` in the form."},
             429: {"description": "Too many jobs queued; retry after `Retry-After` seconds."},
         },
-    )  # fmt: skip
+    )
     async def create_job(request: Request, response: Response) -> JobStatus:
         """Upload a video (multipart field `file`); returns the queued job and its id."""
         store.refuse_if_full()
@@ -459,14 +485,15 @@ def _api_router(store: JobStore, token: str | None) -> APIRouter:
         "/jobs/{job_id}/report",
         response_class=HTMLResponse,
         responses=errors | {409: {"description": "The job has no report (not done)."}},
-    )  # fmt: skip
+    )
     def get_report(job_id: str) -> FileResponse:
         """The job's self-contained HTML report (timeline, suspicious faces, Grad-CAM)."""
         job = store.get(job_id)
         if job.state != "done":
             raise HTTPException(409, f"job is {job.state}; a report exists once it is done")
-        return FileResponse(job.report, media_type="text/html",
-                            headers={"Content-Security-Policy": REPORT_POLICY})  # fmt: skip
+        return FileResponse(
+            job.report, media_type="text/html", headers={"Content-Security-Policy": REPORT_POLICY}
+        )
 
     return api
 
@@ -511,12 +538,20 @@ def serve(
     header_timeout_s = min(HEADER_TIMEOUT_S, upload_timeout_s)
     predictor = Predictor(Path(model), device=device)
     app = create_app(
-        predictor, workers=workers, queue=queue, max_upload_mb=max_upload_mb, token=token,
-        retention_s=retention_s, host=host, allowed_hosts=allowed_hosts,
-        upload_timeout_s=upload_timeout_s, header_timeout_s=header_timeout_s,
-    )  # fmt: skip
-    config = server_config(app, host, port, max_connections=max_connections,
-                           header_timeout_s=header_timeout_s)  # fmt: skip
+        predictor,
+        workers=workers,
+        queue=queue,
+        max_upload_mb=max_upload_mb,
+        token=token,
+        retention_s=retention_s,
+        host=host,
+        allowed_hosts=allowed_hosts,
+        upload_timeout_s=upload_timeout_s,
+        header_timeout_s=header_timeout_s,
+    )
+    config = server_config(
+        app, host, port, max_connections=max_connections, header_timeout_s=header_timeout_s
+    )
     # Torch and the model are half a million objects that every full collection would walk
     # again (see JobStore._run); frozen, a collection after each job takes milliseconds.
     gc.freeze()

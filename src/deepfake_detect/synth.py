@@ -204,8 +204,11 @@ def _interpolated_track(found: dict[int, Box], length: int) -> tuple[Box, ...]:
     landmarks, when every found box has them) interpolated linearly in between."""
     known = np.array(sorted(found))
     with_points = all(found[i].landmarks is not None for i in known)
-    rows = [[found[i].x0, found[i].y0, found[i].x1, found[i].y1]
-            + (list(found[i].points.ravel()) if with_points else []) for i in known]  # fmt: skip
+    rows = [
+        [found[i].x0, found[i].y0, found[i].x1, found[i].y1]
+        + (list(found[i].points.ravel()) if with_points else [])
+        for i in known
+    ]
     values = np.array(rows, dtype=np.float64)
     every = np.arange(length)
     track = np.stack([np.interp(every, known, values[:, k]) for k in range(values.shape[1])], 1)
@@ -355,8 +358,14 @@ def _box_through(box: Box, matrix: np.ndarray) -> Box:
     points = None
     if box.landmarks is not None:
         points = tuple(map(tuple, cv2.transform(box.points[None], matrix)[0].tolist()))
-    return Box(centre[0] - half_w, centre[1] - half_h, centre[0] + half_w, centre[1] + half_h,
-               box.score, points)  # fmt: skip
+    return Box(
+        centre[0] - half_w,
+        centre[1] - half_h,
+        centre[0] + half_w,
+        centre[1] + half_h,
+        box.score,
+        points,
+    )
 
 
 @dataclass(frozen=True)

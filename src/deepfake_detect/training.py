@@ -78,9 +78,13 @@ class DeepfakeClassifier(L.LightningModule):
         super().__init__()
         self.network = network
         self.save_hyperparameters(
-            {"model": model_config.to_dict(), "lr": lr, "weight_decay": weight_decay,
-             "warmup_epochs": warmup_epochs}
-        )  # fmt: skip
+            {
+                "model": model_config.to_dict(),
+                "lr": lr,
+                "weight_decay": weight_decay,
+                "warmup_epochs": warmup_epochs,
+            }
+        )
         self.loss = torch.nn.BCEWithLogitsLoss()
         self._val_outputs: list[tuple[torch.Tensor, ...]] = []
 
@@ -153,10 +157,16 @@ def epoch_metrics(labels: np.ndarray, logits: np.ndarray, videos: VideoCrops) ->
     video = binary_metrics(videos.labels, videos.scores(expit(logits)))
     calibrated = fit_video_temperature(videos, logits).log_loss
     auc = video["auc"] if math.isfinite(video["auc"]) else 0.0
-    return {"frame_auc": frame["auc"], "video_auc": video["auc"], "eer": video["eer"],
-            "ap": video["ap"], "accuracy": video["accuracy"], "log_loss": video["log_loss"],
-            "calibrated_log_loss": calibrated,
-            "selection": auc - SELECTION_LOSS_WEIGHT * calibrated}  # fmt: skip
+    return {
+        "frame_auc": frame["auc"],
+        "video_auc": video["auc"],
+        "eer": video["eer"],
+        "ap": video["ap"],
+        "accuracy": video["accuracy"],
+        "log_loss": video["log_loss"],
+        "calibrated_log_loss": calibrated,
+        "selection": auc - SELECTION_LOSS_WEIGHT * calibrated,
+    }
 
 
 class StopAtTargetAUC(Callback):
@@ -171,9 +181,19 @@ class StopAtTargetAUC(Callback):
             trainer.should_stop = True
 
 
-HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_frame_auc", VIDEO_AUC, "val_eer",
-                   "val_ap", "val_accuracy", "val_log_loss", "val_calibrated_log_loss",
-                   MONITOR]  # fmt: skip
+HISTORY_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_frame_auc",
+    VIDEO_AUC,
+    "val_eer",
+    "val_ap",
+    "val_accuracy",
+    "val_log_loss",
+    "val_calibrated_log_loss",
+    MONITOR,
+]
 
 
 class EpochHistory(Callback):
@@ -259,10 +279,15 @@ class CropDataModule(L.LightningDataModule):
         )
         replicas, rank = self._rank()
         sampler = EpochSampler(
-            self.train_table.labels, self.train_table.crop_counts, self.config.crops_per_video,
-            balance=self.config.balance, self_blend=self.config.self_blend, seed=self.config.seed,
-            num_replicas=replicas, rank=rank,
-        )  # fmt: skip
+            self.train_table.labels,
+            self.train_table.crop_counts,
+            self.config.crops_per_video,
+            balance=self.config.balance,
+            self_blend=self.config.self_blend,
+            seed=self.config.seed,
+            num_replicas=replicas,
+            rank=rank,
+        )
         return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> DataLoader:
@@ -292,9 +317,13 @@ class CropDataModule(L.LightningDataModule):
     def _loader(self, dataset: CropDataset, sampler: Any) -> DataLoader:
         workers = self.config.num_workers
         return DataLoader(
-            dataset, batch_size=self.config.batch_size, sampler=sampler, num_workers=workers,
-            persistent_workers=False, pin_memory=torch.cuda.is_available(),
-        )  # fmt: skip
+            dataset,
+            batch_size=self.config.batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            persistent_workers=False,
+            pin_memory=torch.cuda.is_available(),
+        )
 
 
 def load_tables(config: TrainConfig) -> tuple[VideoTable, VideoTable, Path]:
@@ -371,16 +400,29 @@ def build_trainer(config: TrainConfig) -> L.Trainer:
     checkpoints = config.output_dir / "checkpoints"
     mode = MONITORS[config.monitor]
     callbacks: list[Callback] = [
-        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=config.monitor, mode=mode,
-                        save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True),
+        ModelCheckpoint(
+            dirpath=checkpoints,
+            filename="best",
+            monitor=config.monitor,
+            mode=mode,
+            save_top_k=1,
+            enable_version_counter=False,
+            save_on_train_epoch_end=True,
+        ),
         # Lightning's save_last only follows new bests: a second callback keeps every epoch's end
-        ModelCheckpoint(dirpath=checkpoints, filename="last", save_top_k=1,
-                        enable_version_counter=False, save_on_train_epoch_end=True),
-        EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience,
-                      check_finite=False),
+        ModelCheckpoint(
+            dirpath=checkpoints,
+            filename="last",
+            save_top_k=1,
+            enable_version_counter=False,
+            save_on_train_epoch_end=True,
+        ),
+        EarlyStopping(
+            monitor=config.monitor, mode=mode, patience=config.patience, check_finite=False
+        ),
         RandomStateCheckpoint(),
         EpochHistory(config.output_dir / "history.csv"),
-    ]  # fmt: skip
+    ]
     if config.target_auc is not None:
         callbacks.append(StopAtTargetAUC(config.target_auc))
     loggers = [
@@ -388,14 +430,24 @@ def build_trainer(config: TrainConfig) -> L.Trainer:
         TensorBoardLogger(config.output_dir, name="logs", version="", default_hp_metric=False),
     ]
     return L.Trainer(
-        default_root_dir=config.output_dir, max_epochs=config.max_epochs,
+        default_root_dir=config.output_dir,
+        max_epochs=config.max_epochs,
         max_time=None if config.max_minutes is None else timedelta(minutes=config.max_minutes),
-        accelerator=config.accelerator, devices=config.devices, strategy=config.strategy,
-        num_nodes=config.num_nodes, use_distributed_sampler=False,  # the samplers shard
-        precision=_precision(config), gradient_clip_val=config.gradient_clip or None,
-        callbacks=callbacks, logger=loggers, deterministic="warn", num_sanity_val_steps=0,
-        log_every_n_steps=1, enable_progress_bar=config.progress, enable_model_summary=False,
-    )  # fmt: skip
+        accelerator=config.accelerator,
+        devices=config.devices,
+        strategy=config.strategy,
+        num_nodes=config.num_nodes,
+        use_distributed_sampler=False,  # the samplers shard
+        precision=_precision(config),
+        gradient_clip_val=config.gradient_clip or None,
+        callbacks=callbacks,
+        logger=loggers,
+        deterministic="warn",
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        enable_progress_bar=config.progress,
+        enable_model_summary=False,
+    )
 
 
 @dataclass
@@ -421,25 +473,30 @@ def run_training(config: TrainConfig, console: Console | None = None) -> TrainRe
     except CropSettingsError as error:
         raise DataError(str(error)) from None
     summary, problems = verify(
-        train_table, val_table, allow_leakage=config.allow_leakage,
+        train_table,
+        val_table,
+        allow_leakage=config.allow_leakage,
         real_only_ok=config.self_blend > 0,
-    )  # fmt: skip
+    )
     if config.progress and main_rank:
         console.print(_table("training data", summary))
     if problems:
         raise DataError(f"{len(problems)} problem(s) in the training data: " + " | ".join(problems))
     L.seed_everything(config.seed, workers=True, verbose=False)
     network, model_config = create_model(
-        config.model, pretrained=config.pretrained, image_size=config.image_size,
+        config.model,
+        pretrained=config.pretrained,
+        image_size=config.image_size,
         drop_rate=config.drop_rate,
-    )  # fmt: skip
+    )
     checkpoint = _checkpoint_path(config)
     if checkpoint is not None:
         check_checkpoint(checkpoint, model_config)
     if main_rank:
         _prepare_output_dir(config)
-    module = DeepfakeClassifier(network, model_config, config.lr, config.weight_decay,
-                                config.warmup_epochs)  # fmt: skip
+    module = DeepfakeClassifier(
+        network, model_config, config.lr, config.weight_decay, config.warmup_epochs
+    )
     data = CropDataModule(train_table, val_table, model_config, config)
     trainer = build_trainer(config)
     trainer.fit(module, datamodule=data, ckpt_path=checkpoint, weights_only=True)
@@ -489,30 +546,36 @@ def write_model_artifact(
     video_labels, video_probabilities = video_crops.labels, fitted.video_probabilities
     metrics = {
         "frame": binary_metrics(labels, expit(logits / fitted.temperature), threshold),
-        "video": binary_metrics(video_labels, video_probabilities, threshold) | {
+        "video": binary_metrics(video_labels, video_probabilities, threshold)
+        | {
             "ece": expected_calibration_error(video_labels, video_probabilities),
             "brier": brier_score(video_labels, video_probabilities),
             "log_loss_uncalibrated": video_log_loss(
                 video_labels, video_crops.scores(expit(logits))
             ),
         },
-    }  # fmt: skip
+    }
     artifact = ModelArtifact(
-        model=model_config, preprocessing=crop_config, threshold=threshold,
-        temperature=fitted.temperature, aggregation=config.aggregation,
-        uncertain_band=fitted.uncertain_band, warnings=fitted.warnings, metrics={"val": metrics},
+        model=model_config,
+        preprocessing=crop_config,
+        threshold=threshold,
+        temperature=fitted.temperature,
+        aggregation=config.aggregation,
+        uncertain_band=fitted.uncertain_band,
+        warnings=fitted.warnings,
+        metrics={"val": metrics},
         training={k: v for k, v in yaml.safe_load(config.to_yaml()).items() if k != "progress"},
         versions=library_versions(),
-    )  # fmt: skip
+    )
     directory = config.output_dir / "model"
     save_artifact(directory, module.network, artifact)
     video_ids = data.val_table.rows.video_id.to_numpy()[np.asarray(video_crops.video_ids, int)]
-    pd.DataFrame({"video_id": video_ids, "label": video_labels,
-                  "probability": video_probabilities}).to_csv(
-        config.output_dir / VAL_SCORES_FILE, index=False
-    )  # fmt: skip
-    return TrainResult(directory, metrics["video"], read_history(config.output_dir),
-                       fitted.warnings)  # fmt: skip
+    pd.DataFrame(
+        {"video_id": video_ids, "label": video_labels, "probability": video_probabilities}
+    ).to_csv(config.output_dir / VAL_SCORES_FILE, index=False)
+    return TrainResult(
+        directory, metrics["video"], read_history(config.output_dir), fitted.warnings
+    )
 
 
 def _table(title: str, frame: pd.DataFrame) -> Table:

@@ -160,8 +160,14 @@ def _summary(train: VideoTable, val: VideoTable) -> pd.DataFrame:
     for name, table in (("train", train), ("val", val)):
         for label, group in table.rows.groupby("label"):
             kind = {0: "real", 1: "fake"}.get(int(label), str(label))
-            rows.append({"split": name, "label": kind, "videos": len(group),
-                         "crops": int(group.n_crops.sum())})  # fmt: skip
+            rows.append(
+                {
+                    "split": name,
+                    "label": kind,
+                    "videos": len(group),
+                    "crops": int(group.n_crops.sum()),
+                }
+            )
     return pd.DataFrame(rows, columns=["split", "label", "videos", "crops"])
 
 
@@ -188,10 +194,12 @@ def build_augmentation(preset: str) -> A.Compose | None:
         A.HorizontalFlip(p=0.5),
         A.Affine(scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), rotate=(-10, 10), p=0.5),
         A.CoarseDropout(
-            num_holes_range=(1, 3), hole_height_range=(0.1, 0.25), hole_width_range=(0.1, 0.25),
+            num_holes_range=(1, 3),
+            hole_height_range=(0.1, 0.25),
+            hole_width_range=(0.1, 0.25),
             p=0.3,
         ),
-    ]  # fmt: skip
+    ]
     return A.Compose(strong)
 
 

@@ -40,8 +40,11 @@ def efficientnet_pytorch_to_timm(state: StateDict, architecture: str) -> StateDi
     efficientnet_pytorch numbers its blocks 0..N-1 (`_blocks.7._bn1`); timm nests them by
     stage (`blocks.2.1.bn2`), with the same blocks, layers, TF "same" padding and epsilon.
     """
-    where = [(stage, index) for stage, depth in enumerate(_stage_depths(architecture))
-             for index in range(depth)]  # fmt: skip
+    where = [
+        (stage, index)
+        for stage, depth in enumerate(_stage_depths(architecture))
+        for index in range(depth)
+    ]
     renamed = {}
     for key, value in state.items():
         module, _, rest = key.partition(".")
@@ -61,10 +64,18 @@ def efficientnet_pytorch_to_timm(state: StateDict, architecture: str) -> StateDi
     return renamed
 
 
-_HF_CLIP_LAYER = {"layer_norm1": "norm1", "layer_norm2": "norm2", "mlp.fc1": "mlp.fc1",
-                  "mlp.fc2": "mlp.fc2", "self_attn.out_proj": "attn.proj"}  # fmt: skip
-_HF_CLIP_TOP = {"pre_layrnorm": "norm_pre", "post_layernorm": "norm",
-                "embeddings.patch_embedding": "patch_embed.proj"}  # fmt: skip
+_HF_CLIP_LAYER = {
+    "layer_norm1": "norm1",
+    "layer_norm2": "norm2",
+    "mlp.fc1": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
+    "self_attn.out_proj": "attn.proj",
+}
+_HF_CLIP_TOP = {
+    "pre_layrnorm": "norm_pre",
+    "post_layernorm": "norm",
+    "embeddings.patch_embedding": "patch_embed.proj",
+}
 
 
 def hf_clip_vision_to_timm(state: StateDict) -> StateDict:
