@@ -300,16 +300,7 @@ class Predictor:
         )
         if judgement.status == Status.MODEL_ERROR:
             frames = []  # no score of this model on this video can be trusted, nor shown
-        info = faces.info
-        video = {
-            "fps": info.fps,
-            "width": info.width,
-            "height": info.height,
-            "duration": info.duration,
-            "n_frames": info.n_frames,
-            "rotation": info.rotation,
-            "frames_sampled": faces.n_frames_sampled,
-        }
+        video = faces.info.table_fields() | {"frames_sampled": faces.n_frames_sampled}
         return VideoPrediction(
             status=judgement.status,
             error=judgement.error,

@@ -105,14 +105,7 @@ def process_video(
         return _failure(item, Status.ERROR, f"{item.path}: {type(error).__name__}: {error}")
     npy_name = f"{item.video_id}.npy"
     _save_npy(faces_dir / npy_name, faces.crops)
-    info = faces.info
-    video_fields = {
-        "fps": info.fps,
-        "width": info.width,
-        "height": info.height,
-        "duration": info.duration,
-        "n_frames": info.n_frames,
-        "rotation": info.rotation,
+    video_fields = faces.info.table_fields() | {
         "npy_path": f"{faces_dir.name}/{npy_name}",
         "n_frames_saved": faces.n_frames_with_faces,
         "n_crops": len(faces.crops),

@@ -62,6 +62,12 @@ class VideoInfo:
     rotation: int
     codec: str
 
+    def table_fields(self) -> dict[str, float | int]:
+        """What metadata.csv and predict's output record of the stream (all but the codec)."""
+        return {"fps": self.fps, "width": self.width, "height": self.height,
+                "duration": self.duration, "n_frames": self.n_frames,
+                "rotation": self.rotation}  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Frame:
