@@ -29,11 +29,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from _common import decode_all
 from machine_load import OtherCpu
 from preprocess import (
     Measurement,
     bench_decode,
-    decode_all,
     make_dataset,
     pool_overhead,
     print_machine,

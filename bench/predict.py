@@ -39,13 +39,13 @@ from typing import Any
 
 import av
 import torch
+from _common import decode_all, untrained_artifact
 from av.video.frame import PictureType
 from machine_load import OtherCpu
 
-from deepfake_detect.artifact import ModelArtifact, save_artifact
 from deepfake_detect.crops import CropConfig
+from deepfake_detect.files import atomic_path
 from deepfake_detect.inference import Predictor, VideoPrediction
-from deepfake_detect.models import create_model
 from deepfake_detect.report import write_report
 from deepfake_detect.video import frame_table, sample_frames, sample_indices
 
@@ -105,9 +105,8 @@ def _written(path: Path, write: Callable[[Path], object]) -> Path:
         return path
     print(f"generating {path} ...", flush=True)
     start = time.perf_counter()
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        write(tmp)
     print(f"  written in {time.perf_counter() - start:.0f} s", flush=True)
     return path
 
@@ -149,21 +148,11 @@ def _loop(source: Path, target: Path, seconds: float) -> None:
 
 def make_artifact(workdir: Path, name: str) -> Path:
     """An untrained artifact for `name` with the stage-1 default crop parameters."""
-    network, config = create_model(name, image_size=INPUT_SIZES.get(name))
     crops = CropConfig(face_detector="dlib", frames_per_video=32, crop_size=256, margin=0.3)
-    artifact = ModelArtifact(model=config, preprocessing=crops)
-    return save_artifact(workdir / "models" / name, network, artifact).parent
+    return untrained_artifact(workdir / "models" / name, name, crops, INPUT_SIZES.get(name))
 
 
 # --- measurements ------------------------------------------------------------------------------
-
-
-def decode_all(path: Path) -> int:
-    """Decode every frame of the first video stream, nothing else; return the frame count."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        return sum(1 for _ in container.decode(stream))
 
 
 def sample_only(path: Path) -> int:

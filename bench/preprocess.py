@@ -42,7 +42,10 @@ import av
 import cv2
 import numpy as np
 import psutil
+from _common import decode_all
 from machine_load import OtherCpu
+
+from deepfake_detect.files import atomic_path
 
 FPS = 30
 RESOLUTIONS = {"480p": (854, 480), "1080p": (1920, 1080), "2160p": (3840, 2160)}
@@ -99,10 +102,9 @@ def _write_clip(path: Path, size: tuple[int, int], seconds: float, seed: int) ->
     """Write one clip under a hidden temporary name, then rename (a cache never holds halves)."""
     from deepfake_detect.synth import packaged_faces, write_camera_clip
 
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     photo = framed_portrait(packaged_faces()[PHOTO], size)
-    write_camera_clip(photo, tmp, size=size, fps=FPS, seconds=seconds, seed=seed)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        write_camera_clip(photo, tmp, size=size, fps=FPS, seconds=seconds, seed=seed)
     return path
 
 
@@ -125,14 +127,6 @@ def make_dataset(root: Path, name: str, n_videos: int, seconds: float) -> tuple[
 
 
 # --- decode-only ---------------------------------------------------------------------------------
-
-
-def decode_all(path: Path) -> int:
-    """Decode every frame of the first video stream, nothing else; return the frame count."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        return sum(1 for _ in container.decode(stream))
 
 
 def bench_decode(clips: list[Path], processes: int) -> Measurement:

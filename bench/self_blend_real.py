@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import random
 import shlex
@@ -35,7 +34,6 @@ import shutil
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -44,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from _common import quiet_lightning
 from rich.console import Console
 
 from deepfake_detect.blend import SelfBlendSource
@@ -399,13 +398,6 @@ def workdir(args: argparse.Namespace) -> Iterator[Path]:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def quiet_libraries() -> None:
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="lightning")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-
-
 # --- the run ---------------------------------------------------------------------------------
 
 
@@ -455,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
               "pass --samples to point at them")  # fmt: skip
         return 0
     args.samples = samples
-    quiet_libraries()
+    quiet_lightning()
     print(f"self-blend on real footage: {args.model}, {args.max_epochs} epochs max, "
           f"{args.frames_per_video} frames x {args.crop_size} px per video, CPU; "
           f"{args.face_detector}{', aligned' if args.align else ''}")  # fmt: skip

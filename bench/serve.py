@@ -28,10 +28,9 @@ from pathlib import Path
 
 import httpx
 import psutil
+from _common import untrained_artifact
 
-from deepfake_detect.artifact import ModelArtifact, save_artifact
 from deepfake_detect.crops import CropConfig
-from deepfake_detect.models import create_model
 from deepfake_detect.synth import Motion, packaged_faces, write_camera_clip
 
 SERVER = (
@@ -56,10 +55,9 @@ class Upload:
 
 
 def tiny_artifact(directory: Path) -> Path:
-    """An untrained meso4 at 64 px with dlib crops: the cheapest model the server accepts."""
-    network, config = create_model("meso4", image_size=64)
+    """An untrained meso4 at 64 px: the cheapest model the server accepts."""
     crops = CropConfig(crop_size=64, frames_per_video=8)
-    return save_artifact(directory, network, ModelArtifact(model=config, preprocessing=crops))
+    return untrained_artifact(directory, "meso4", crops, image_size=64)
 
 
 def free_port() -> int:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import logging
 import math
 import os
 import platform
@@ -34,7 +33,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +42,7 @@ import numpy as np
 import pandas as pd
 import timm
 import torch
+from _common import quiet_lightning
 from lightning.pytorch.callbacks import Callback
 from machine_load import cpu_snapshot, other_share
 from torch.utils.data import DataLoader
@@ -575,12 +574,6 @@ def model_config(name: str, size: int) -> ModelConfig:
         return create_model(name, image_size=size)[1]
     except ModelError as error:
         raise SystemExit(f"error: {error}") from None
-
-
-def quiet_lightning() -> None:
-    """Lightning's start-up banners and advice on small runs would bury the figures."""
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", module="lightning")
 
 
 def run(args: argparse.Namespace, workdir: Path) -> None:
