@@ -24,6 +24,8 @@ from deepfake_detect import extras
 from deepfake_detect.cli import app
 from deepfake_detect.preprocess import JOURNAL, Journal, VideoDataProcessor
 
+pytestmark = pytest.mark.slow  # `pytest -m "not slow"` leaves it out; `make test` runs it
+
 RAY = FAST | {"executor": "ray"}
 LOCAL_POOL = FAST | {"num_workers": 2}
 
@@ -31,8 +33,6 @@ DYING_WORKERS = """
 import json
 import os
 import sys
-
-pytestmark = pytest.mark.slow  # `pytest -m "not slow"` leaves it out; `make test` runs it
 
 if sys.argv and sys.argv[0].endswith("default_worker.py"):  # Ray's workers, not its agents
     import deepfake_detect.preprocess as stage

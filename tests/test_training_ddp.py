@@ -14,6 +14,8 @@ from safetensors.torch import load_file
 from deepfake_detect.training import TrainConfig, read_history, run_training
 from deepfake_detect.training_data import EpochSampler
 
+pytestmark = pytest.mark.slow  # `pytest -m "not slow"` leaves it out; `make test` runs it
+
 # Runs the CLI with the sampler and the validation metrics recording what each rank saw.
 # Lightning starts rank 1 by running this same script again, so it records too.
 RECORDING_CLI = """
@@ -22,8 +24,6 @@ from pathlib import Path
 
 from deepfake_detect import training, training_data
 from deepfake_detect.cli import app
-
-pytestmark = pytest.mark.slow  # `pytest -m "not slow"` leaves it out; `make test` runs it
 
 record = Path(os.environ["RECORD_DIR"])
 rank = os.environ.get("LOCAL_RANK", "0")
