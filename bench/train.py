@@ -6,7 +6,7 @@ For each model it measures, on a synthetic stage-1 folder:
   model-only   training steps (forward, BCE loss, backward, clipping, AdamW) of the project's
                LightningModule on random tensors already on the device: no loader at all;
   train        the real thing: Lightning's Trainer fitting that module from that loader, with
-               the speed-relevant settings of `build_trainer` (precision, gradient clipping,
+               the step settings of `training.step_settings` (precision, gradient clipping,
                deterministic algorithms).
 The first few batches of each are a warm-up and are not timed. Whichever of loader-only and
 model-only is slower is the bottleneck. On a GPU it also samples the GPU's utilisation during
@@ -48,7 +48,12 @@ from machine_load import cpu_snapshot, other_share
 from torch.utils.data import DataLoader
 
 from deepfake_detect.models import ModelConfig, ModelError, create_model
-from deepfake_detect.training import CropDataModule, DeepfakeClassifier, TrainConfig
+from deepfake_detect.training import (
+    CropDataModule,
+    DeepfakeClassifier,
+    TrainConfig,
+    step_settings,
+)
 from deepfake_detect.training_data import AUGMENTATIONS, read_metadata, select_split
 
 STAGE1_CROP = 256  # stage 1's default crop size; larger inputs get crops at their own size
@@ -337,16 +342,19 @@ class StepClock(Callback):
 
 
 def build_trainer(settings: Settings, config: TrainConfig, clock: StepClock) -> L.Trainer:
-    """A Trainer for `warmup + batches` steps and nothing else; the speed-relevant arguments
-    are those of `deepfake_detect.training.build_trainer`."""
+    """A Trainer for `warmup + batches` steps and nothing else, its steps set up as
+    `deepfake_detect.training.step_settings` sets up a run's."""
     return L.Trainer(
-        accelerator="gpu" if settings.device.type == "cuda" else "cpu", devices=1,
-        precision=settings.precision, gradient_clip_val=config.gradient_clip or None,
-        deterministic="warn", max_epochs=1, limit_train_batches=settings.warmup + settings.batches,
-        limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[clock],
+        **step_settings(config),
+        max_epochs=1,
+        limit_train_batches=settings.warmup + settings.batches,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[clock],
         default_root_dir=settings.workdir / "lightning",
-    )  # fmt: skip
+    )
 
 
 def attempt(row: Row, phase: str, measure: Callable[[], Timing]) -> Timing | None:
@@ -374,6 +382,8 @@ def bench_model(model_config: ModelConfig, folder: Path, settings: Settings) -> 
         train=folder, output_dir=settings.workdir / "run", model=name, image_size=size,
         augment=settings.augment, self_blend=settings.self_blend, batch_size=settings.batch_size,
         crops_per_video=math.ceil(needed / len(table.rows)), num_workers=settings.workers,
+        accelerator="gpu" if settings.device.type == "cuda" else "cpu", devices="1",
+        precision=settings.precision,
     )  # fmt: skip
     L.seed_everything(config.seed, workers=True, verbose=False)
 

@@ -430,24 +430,32 @@ def build_trainer(config: TrainConfig) -> L.Trainer:
         TensorBoardLogger(config.output_dir, name="logs", version="", default_hp_metric=False),
     ]
     return L.Trainer(
+        **step_settings(config),
         default_root_dir=config.output_dir,
         max_epochs=config.max_epochs,
         max_time=None if config.max_minutes is None else timedelta(minutes=config.max_minutes),
-        accelerator=config.accelerator,
-        devices=config.devices,
-        strategy=config.strategy,
         num_nodes=config.num_nodes,
-        use_distributed_sampler=False,  # the samplers shard
-        precision=_precision(config),
-        gradient_clip_val=config.gradient_clip or None,
         callbacks=callbacks,
         logger=loggers,
-        deterministic="warn",
-        num_sanity_val_steps=0,
         log_every_n_steps=1,
         enable_progress_bar=config.progress,
-        enable_model_summary=False,
     )
+
+
+def step_settings(config: TrainConfig) -> dict[str, Any]:
+    """The Trainer arguments that decide how a training step runs (and so its speed); shared
+    with bench/train.py so that it times the steps a run takes."""
+    return {
+        "accelerator": config.accelerator,
+        "devices": config.devices,
+        "strategy": config.strategy,
+        "use_distributed_sampler": False,  # the samplers shard
+        "precision": _precision(config),
+        "gradient_clip_val": config.gradient_clip or None,
+        "deterministic": "warn",
+        "num_sanity_val_steps": 0,
+        "enable_model_summary": False,
+    }
 
 
 @dataclass
