@@ -26,7 +26,6 @@ Everything is printed to stdout; work goes to a temporary folder unless `--workd
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import shlex
@@ -47,6 +46,7 @@ from rich.console import Console
 
 from deepfake_detect.blend import SelfBlendSource
 from deepfake_detect.crops import LANDMARK_COLUMNS
+from deepfake_detect.dataset_layouts import ADAPTERS
 from deepfake_detect.evaluate import evaluate
 from deepfake_detect.inference import Predictor
 from deepfake_detect.metrics import binary_metrics
@@ -162,18 +162,20 @@ def ffpp_clips(samples: Path, test_original: str) -> list[Clip]:
 
 
 def dfdc_clips(samples: Path) -> list[Clip]:
-    """DFDC clips on disk, labelled by their part's metadata.json: reals train, fakes test."""
-    clips = []
-    for metadata in sorted((samples / "dfdc").glob("*/metadata.json")):
-        for name, entry in sorted(json.loads(metadata.read_text(encoding="utf-8")).items()):
-            path = metadata.parent / name
-            if not path.is_file():
-                continue  # listed but not shipped (awnfpubqmo.mp4)
-            fake = entry.get("label") == "FAKE"
-            group = f"dfdc_{Path(entry.get('original') or name).stem}"
-            clips.append(Clip(path, int(fake), "test" if fake else "train", group,
-                              "dfdc" if fake else "", source="dfdc"))  # fmt: skip
-    return clips
+    """DFDC clips on disk, read by stage 1's DFDC adapter (labels and originals from each
+    part's metadata.json): reals train, fakes test."""
+    items = [item for item in ADAPTERS["dfdc"](samples / "dfdc") if not item.unavailable()]
+    return [
+        Clip(
+            item.path,
+            item.label,
+            "test" if item.label else "train",
+            f"dfdc_{item.group}",
+            item.method if item.label else "",
+            source="dfdc",
+        )
+        for item in sorted(items, key=lambda item: item.path)
+    ]
 
 
 def build_clips(samples: Path, test_original: str, seed: int) -> list[Clip]:
