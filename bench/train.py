@@ -39,7 +39,6 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-import pandas as pd
 import timm
 import torch
 from _common import quiet_lightning
@@ -54,7 +53,13 @@ from deepfake_detect.training import (
     TrainConfig,
     step_settings,
 )
-from deepfake_detect.training_data import AUGMENTATIONS, read_metadata, select_split
+from deepfake_detect.training_data import (
+    AUGMENTATIONS,
+    CropVideo,
+    read_metadata,
+    select_split,
+    write_crops_folder,
+)
 
 STAGE1_CROP = 256  # stage 1's default crop size; larger inputs get crops at their own size
 GPU_SAMPLE_SECONDS = 0.5
@@ -179,18 +184,12 @@ def make_crops_folder(root: Path, size: int, videos: int, crops: int) -> Path:
     folder = root / f"crops_{size}px_{videos}x{crops}"
     if (folder / "metadata.csv").is_file():
         return folder
-    (folder / "faces").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(size)
-    rows = []
-    for index in range(videos):
-        label = index % 2
-        video_id = f"video_{index:04d}"
-        np.save(folder / "faces" / f"{video_id}.npy", synthetic_video(rng, size, crops, label == 1))
-        rows.append({"video_id": video_id, "label": label, "group": video_id, "split": "train",
-                     "npy_path": f"faces/{video_id}.npy", "n_crops": crops,
-                     "status": "ok"})  # fmt: skip
-    pd.DataFrame(rows).to_csv(folder / "metadata.csv", index=False)
-    return folder
+    return write_crops_folder(folder, (
+        CropVideo(f"video_{index:04d}", index % 2, "train",
+                  synthetic_video(rng, size, crops, index % 2 == 1))
+        for index in range(videos)
+    ))  # fmt: skip
 
 
 # --- GPU sampling --------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
-import pandas as pd
 
 from deepfake_detect.blend import MaskShape, SourceJitter, self_blend_with
 from deepfake_detect.faces import create_detector, detect_faces
@@ -179,10 +178,10 @@ def crops_folder(
     """
     from deepfake_detect.blend import SelfBlendSource
     from deepfake_detect.synth import camera_frames
+    from deepfake_detect.training_data import CropVideo, write_crops_folder
 
-    (root / "faces").mkdir(parents=True, exist_ok=True)
     names = ["grace_hopper", "astronaut"]
-    rows = []
+    made = []
     for split, labels in videos.items():
         for i, label in enumerate(labels):
             label = 0 if split in real_only_splits else label
@@ -193,11 +192,8 @@ def crops_folder(
             if label == 1:
                 blend = SelfBlendSource(seed=seed)
                 frames = np.stack([blend(frame) for frame in frames])
-            np.save(root / "faces" / f"{video_id}.npy", frames)
-            rows.append({"video_id": video_id, "label": label, "group": video_id,
-                         "split": split, "npy_path": f"faces/{video_id}.npy",
-                         "n_crops": crops, "status": "ok"})  # fmt: skip
-    pd.DataFrame(rows).to_csv(root / "metadata.csv", index=False)
+            made.append(CropVideo(video_id, label, split, frames))
+    write_crops_folder(root, made)
     settings = {"parameters": {"crop_size": size, "margin": 0.3, "face_detector": "dlib"}}
     (root / "preprocess.json").write_text(json.dumps(settings))
     return root

@@ -8,7 +8,7 @@ seed and the epoch number, so a resumed run sees exactly the batches an uninterr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -379,3 +379,27 @@ def evaluation_keys(table: VideoTable, crops_per_video: int) -> list[SampleKey]:
         picks = np.unique(np.linspace(0, count - 1, min(count, crops_per_video)).round())
         keys += [SampleKey(video, int(c), False, 0) for c in picks]
     return keys
+
+
+class CropVideo(NamedTuple):
+    """One video's crops, as `write_crops_folder` stores them."""
+
+    video_id: str
+    label: int
+    split: str
+    crops: np.ndarray
+
+
+def write_crops_folder(root: Path, videos: Iterable[CropVideo]) -> Path:
+    """A stage-1 output folder written directly, without videos (faces/<id>.npy, then
+    metadata.csv last so that a folder with the table is whole): what benchmarks and tests of
+    stage 2 train on. Each video is its own group."""
+    (root / "faces").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for video in videos:
+        np.save(root / "faces" / f"{video.video_id}.npy", video.crops)
+        rows.append({"video_id": video.video_id, "label": video.label, "group": video.video_id,
+                     "split": video.split, "npy_path": f"faces/{video.video_id}.npy",
+                     "n_crops": len(video.crops), "status": Status.OK.value})  # fmt: skip
+    pd.DataFrame(rows).to_csv(root / "metadata.csv", index=False)
+    return root
