@@ -95,6 +95,8 @@ class CropConfig:
             self._check()
         except (TypeError, ValueError) as error:
             raise CropSettingsError(str(error)) from None
+        if self.frame_sampling_rate is None and self.frames_per_video is None:
+            object.__setattr__(self, "frames_per_video", DEFAULT_FRAMES)  # frozen: set once here
 
     def _check(self) -> None:
         """Raise TypeError or ValueError naming the first setting out of type or range."""
@@ -117,8 +119,6 @@ class CropConfig:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         if self.frame_sampling_rate and self.frames_per_video:
             raise ValueError("give frame_sampling_rate or frames_per_video, not both")
-        if self.frame_sampling_rate is None and self.frames_per_video is None:
-            object.__setattr__(self, "frames_per_video", DEFAULT_FRAMES)  # frozen: set once here
         if self.every_seconds is not None and self.every_seconds <= 0:
             raise ValueError(f"every_seconds must be positive, got {self.every_seconds}")
         if not 16 <= self.crop_size <= 2048:

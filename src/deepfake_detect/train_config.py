@@ -14,7 +14,6 @@ import yaml
 
 from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.schema import setting
-from deepfake_detect.scoring import check_rule
 
 VIDEO_AUC = "val_video_auc"
 # The default choice of the best epoch: video AUC, ties broken by the video log loss after
@@ -36,6 +35,9 @@ MONITORS = {
 
 
 def _known_rule(rule: str) -> bool:
+    # Imported here: scoring pulls in scikit-learn, which the CLI's start-up need not pay.
+    from deepfake_detect.scoring import check_rule
+
     try:
         check_rule(rule)
     except ValueError:
