@@ -23,6 +23,7 @@ from deepfake_detect.metrics import (
     confusion,
     equal_error_rate,
     fit_temperature,
+    logit_mean,
 )
 
 RANK_METRICS = ("auc", "eer", "ap", "tpr_at_fpr_1", "tpr_at_fpr_5")
@@ -165,6 +166,22 @@ def test_confident_rule_leans_towards_confident_frames():
     assert undecided.probability[0] == pytest.approx(0.5)
 
 
+def test_logit_mean_averages_log_odds_and_ignores_the_temperature_when_ranking():
+    # Odds 9 and 1/9 cancel: the geometric mean of the odds is 1.
+    assert logit_mean(np.array([0.9, 0.1])) == pytest.approx(0.5)
+    # Odds 3 * 3 * 1/3 -> cube root of 3.
+    assert logit_mean(np.array([0.75, 0.75, 0.25])) == pytest.approx(
+        3 ** (1 / 3) / (1 + 3 ** (1 / 3))
+    )
+    # A certain frame does not run to infinity.
+    assert 0.5 < logit_mean(np.array([1.0, 0.0, 0.9])) < 1.0
+    rng = np.random.default_rng(0)
+    videos = [rng.normal(size=5) for _ in range(20)]
+    for temperature in (0.5, 1.0, 7.0):
+        scores = [logit_mean(1 / (1 + np.exp(-z / temperature))) for z in videos]
+        assert np.argsort(scores).tolist() == np.argsort([z.mean() for z in videos]).tolist()
+
+
 def test_unknown_rule_lists_known_ones():
     with pytest.raises(ValueError, match="known: " + ", ".join(AGGREGATIONS)):
         aggregate_videos(["v"], [0], [0.5], rule="mode")
@@ -179,8 +196,11 @@ def test_choose_threshold_separates_a_separable_case():
     labels = [0, 0, 0, 1, 1, 1]
     probabilities = [0.1, 0.35, 0.3, 0.6, 0.8, 0.7]
     threshold = choose_threshold(labels, probabilities)
-    assert 0.35 < threshold <= 0.6
+    assert 0.35 < threshold < 0.6
     assert binary_metrics(labels, probabilities, threshold)["balanced_accuracy"] == 1.0
+    # Halfway in log-odds between the highest real (0.35) and the lowest fake (0.6).
+    halfway = np.log(0.35 / 0.65) / 2 + np.log(0.6 / 0.4) / 2
+    assert threshold == pytest.approx(1 / (1 + np.exp(-halfway)))
 
 
 def test_choose_threshold_maximises_balanced_accuracy(scored):

@@ -129,7 +129,8 @@ MODEL_OPTION = typer.Option(..., help="Training run folder or its model artifact
 FRAMES_OPTION = typer.Option(32, min=1, help="Evenly spaced frames per video, at least.")
 AGGREGATION_OPTION = typer.Option(
     None,
-    help="Frame scores to a person's: mean, median, max, vote, confident, dfdc_confident; "
+    help="Frame scores to a person's: mean, median, max, vote, confident, dfdc_confident, "
+    "logit_mean; "
     "or max_face_mean over each frame's faces (default: the model's).",
 )
 THRESHOLD_OPTION = typer.Option(None, min=0.0, max=1.0, help="Override the artifact's threshold.")
