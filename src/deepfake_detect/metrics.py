@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 from scipy.optimize import minimize_scalar
-from scipy.special import expit
+from scipy.special import expit, logit
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -155,7 +155,7 @@ def choose_threshold(labels: ArrayLike, probabilities: ArrayLike) -> float:
     threshold = lowest_fake
     if below.size:
         edges = np.clip([below.max(), lowest_fake], THRESHOLD_MARGIN, 1 - THRESHOLD_MARGIN)
-        threshold = expit(np.mean(np.log(edges) - np.log1p(-edges)))
+        threshold = expit(np.mean(logit(edges)))
     return float(np.clip(threshold, THRESHOLD_MARGIN, 1 - THRESHOLD_MARGIN))
 
 
@@ -284,7 +284,7 @@ def logit_mean(probabilities: np.ndarray) -> float:
     test video AUC 0.903/1.000/1.000 on seeds 0-2 against 0.882/0.965/0.986 under the mean.
     """
     p = np.clip(np.asarray(probabilities, dtype=np.float64), LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
-    return float(expit(np.mean(np.log(p) - np.log1p(-p))))
+    return float(expit(np.mean(logit(p))))
 
 
 AggregationRule = Callable[[np.ndarray], float]
