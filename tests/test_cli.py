@@ -21,6 +21,7 @@ from deepfake_detect.crops import CropConfig
 from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.inference import Predictor
 from deepfake_detect.preprocess import VideoDataProcessor
+from deepfake_detect.scoring import known_rules
 from deepfake_detect.train_config import TrainConfig
 
 UNWRITABLE = "/proc/no-such-folder"  # no one, not even root, can create anything here
@@ -129,6 +130,14 @@ def test_cli_defaults_and_help_are_the_settings_dataclass_own(command, config):
     for field in shared:
         assert options[field.name].default == field.default, field.name
         assert options[field.name].help == field.metadata["help"], field.name
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "train"])
+def test_aggregation_help_names_every_rule_that_scoring_knows(command):
+    # the CLI lists them by hand: importing scoring (and so scikit-learn) would slow every
+    # command's start-up, --help included
+    help_text = _options(command)["aggregation"].help
+    assert all(rule in help_text for rule in known_rules()), help_text
 
 
 @pytest.mark.parametrize(

@@ -82,7 +82,9 @@ class TrainConfig:
         MONITOR, f"Chooses the best epoch and stops early: {', '.join(MONITORS)}."
     )
     aggregation: str = setting(
-        "mean", "How a video is scored from its crops (per face track, then the video's rule)."
+        "mean",
+        "The video rule, over each face track's crops: mean, median, max, vote, confident, "
+        "dfdc_confident, logit_mean; or max_face_mean over each frame's faces.",
     )
     target_auc: float | None = setting(None, "Stop once val video AUC reaches it.")
     num_workers: int = setting(0, "Data loader processes.")
