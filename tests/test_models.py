@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -156,3 +158,15 @@ def test_one_training_step_changes_meso4():
     optimiser.step()
     assert torch.isfinite(loss)
     assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+
+
+def test_predicting_with_a_meso_net_never_imports_timm(tiny_model):
+    # timm (with torchvision and torch._dynamo) adds about 1.6 s to a command's start
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from deepfake_detect.artifact import load_artifact\n"
+        f"load_artifact(Path({str(tiny_model)!r}))\n"
+        "assert 'timm' not in sys.modules, 'timm was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)

@@ -7,7 +7,6 @@ the head is defined here. Weights come from `published.py`.
 
 from __future__ import annotations
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,5 +46,7 @@ class NormalisedLinearHead(nn.Module):
 
 def clip_with_normalised_head(architecture: str, drop_rate: float) -> NormalisedLinearHead:
     """A timm CLIP vision transformer (its class token after the final norm) and the head."""
+    import timm  # here, not at the top: importing timm adds about 1.6 s to every command
+
     backbone = timm.create_model(architecture, pretrained=False, num_classes=0, drop_rate=drop_rate)
     return NormalisedLinearHead(backbone, backbone.num_features)

@@ -15,12 +15,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
+from types import ModuleType
 from typing import Annotated, Any
 
 import cv2
 import numpy as np
-import timm
-import timm.data
 import torch
 from huggingface_hub import constants as hub_constants
 from pydantic import AfterValidator, BeforeValidator, Field
@@ -45,8 +44,17 @@ class ModelError(DeepfakeDetectError, ValueError):
     """A model that cannot be built as asked; the message is one line saying what to do."""
 
 
+def _timm() -> ModuleType:
+    """timm, imported on first use: it adds about 1.6 s to the start of every command (it
+    imports torchvision and torch._dynamo), and a meso net never needs it."""
+    import timm
+    import timm.data
+
+    return timm
+
+
 def _known_model(name: str) -> str:
-    if name in LOCAL_MODELS or timm.is_model(name):
+    if name in LOCAL_MODELS or _timm().is_model(name):
         return name
     raise _unknown_model(name)
 
@@ -277,7 +285,7 @@ def _create_timm_model(
     name: str, pretrained: bool, image_size: int | None, drop_rate: float
 ) -> tuple[nn.Module, ModelConfig]:
     backbone = _create_timm_backbone(name, pretrained, drop_rate)
-    data_config = timm.data.resolve_model_data_config(backbone)
+    data_config = _timm().data.resolve_model_data_config(backbone)
     config = ModelConfig(
         name=name,
         input_size=image_size if image_size is not None else data_config["input_size"][-1],
@@ -297,7 +305,7 @@ def _create_timm_backbone(name: str, pretrained: bool, drop_rate: float) -> nn.M
     offline = pretrained and not _hub_reachable()
     try:
         with _hub_offline_mode() if offline else nullcontext():
-            return timm.create_model(
+            return _timm().create_model(
                 name, pretrained=pretrained, num_classes=1, drop_rate=drop_rate
             )
     except OSError as err:  # the hub's errors, URLError and connection errors all derive from it
@@ -365,7 +373,7 @@ def create_model(
     """
     if name in LOCAL_MODELS:
         return _create_local_model(name, pretrained, image_size, drop_rate)
-    if timm.is_model(name):
+    if _timm().is_model(name):
         return _create_timm_model(name, pretrained, image_size, drop_rate)
     raise _unknown_model(name)
 
@@ -395,7 +403,7 @@ def _create_local_model(
 
 
 def _unknown_model(name: str) -> ModelError:
-    close = difflib.get_close_matches(name, [*LOCAL_MODELS, *timm.list_models()], n=5)
+    close = difflib.get_close_matches(name, [*LOCAL_MODELS, *_timm().list_models()], n=5)
     suggestion = f"; close matches: {', '.join(close)}" if close else ""
     return ModelError(
         f"unknown model {name!r}: local models are {', '.join(LOCAL_MODELS)}, or any timm "
