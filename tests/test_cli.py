@@ -134,8 +134,7 @@ def test_cli_defaults_and_help_are_the_settings_dataclass_own(command, config):
 
 @pytest.mark.parametrize("command", ["predict", "evaluate", "train"])
 def test_aggregation_help_names_every_rule_that_scoring_knows(command):
-    # the CLI lists them by hand: importing scoring (and so scikit-learn) would slow every
-    # command's start-up, --help included
+    # train_config.RULES lists them by hand, to keep scikit-learn out of the CLI's start-up
     help_text = _options(command)["aggregation"].help
     assert all(rule in help_text for rule in known_rules()), help_text
 

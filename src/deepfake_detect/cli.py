@@ -20,7 +20,7 @@ from deepfake_detect.errors import DeepfakeDetectError
 from deepfake_detect.faces import CROP_SHAPES, DETECTORS
 from deepfake_detect.preprocess import EXECUTORS, VideoDataProcessor
 from deepfake_detect.status import Status
-from deepfake_detect.train_config import TrainConfig
+from deepfake_detect.train_config import RULES, TrainConfig
 from deepfake_detect.video import MAX_PIXELS
 
 if TYPE_CHECKING:
@@ -128,10 +128,7 @@ def main(
 MODEL_OPTION = typer.Option(..., help="Training run folder or its model artifact.")
 FRAMES_OPTION = typer.Option(32, min=1, help="Evenly spaced frames per video, at least.")
 AGGREGATION_OPTION = typer.Option(
-    None,
-    help="Frame scores to a person's: mean, median, max, vote, confident, dfdc_confident, "
-    "logit_mean; "
-    "or max_face_mean over each frame's faces (default: the model's).",
+    None, help=f"Frame scores to a person's: {RULES} (default: the model's)."
 )
 THRESHOLD_OPTION = typer.Option(None, min=0.0, max=1.0, help="Override the artifact's threshold.")
 UNCERTAIN_OPTION = typer.Option(

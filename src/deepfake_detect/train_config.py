@@ -21,6 +21,12 @@ VIDEO_AUC = "val_video_auc"
 # the raw loss's rise does not penalise it. The loss term is below 0.01 * ln 2, less than
 # one AUC step of any validation set under 70 x 70 videos.
 MONITOR = "val_selection"
+# scoring.known_rules(), written out: importing scoring (and so scikit-learn) here would slow
+# every command's start-up, --help included; a test keeps the two the same
+RULES = (
+    "mean, median, max, vote, confident, dfdc_confident, logit_mean; "
+    "or max_face_mean over each frame's faces"
+)
 SELECTION_LOSS_WEIGHT = 0.01
 # What can choose the best epoch and stop early, and which way is better.
 MONITORS = {
@@ -81,11 +87,7 @@ class TrainConfig:
     monitor: str = setting(
         MONITOR, f"Chooses the best epoch and stops early: {', '.join(MONITORS)}."
     )
-    aggregation: str = setting(
-        "mean",
-        "The video rule, over each face track's crops: mean, median, max, vote, confident, "
-        "dfdc_confident, logit_mean; or max_face_mean over each frame's faces.",
-    )
+    aggregation: str = setting("mean", f"The video rule, over each face track's crops: {RULES}.")
     target_auc: float | None = setting(None, "Stop once val video AUC reaches it.")
     num_workers: int = setting(0, "Data loader processes.")
     accelerator: str = setting("auto", "Lightning accelerator: auto, cpu, gpu.")
